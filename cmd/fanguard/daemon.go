@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/fanguard/fanguard/daemon"
+	"github.com/fanguard/fanguard/systemd"
+)
+
+func newDaemonCommand() *cobra.Command {
+	var flags configFlags
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the on-access scanning daemon in the foreground",
+		Long: `Run the on-access scanning daemon in the foreground. It needs root
+(CAP_SYS_ADMIN for fanotify). It loads the rules, marks every protected
+filesystem (protect.paths, or every local filesystem of protect.fs_types),
+tells systemd READY=1, and answers every open until SIGTERM or SIGINT.
+Logs go to standard error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDaemon(&flags, cmd.Flags().Changed("config"))
+		},
+	}
+	flags.register(cmd.Flags())
+	return cmd
+}
+
+func runDaemon(flags *configFlags, explicit bool) error {
+	cfg, err := flags.load(explicit)
+	if err != nil {
+		return err
+	}
+	level, err := zapcore.ParseLevel(cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	sink := daemon.NewLogSink(os.Stderr, 8192)
+	defer sink.Close()
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(sink), level))
+
+	rules, err := loadRules(cfg)
+	if err != nil {
+		return err
+	}
+	for _, b := range rules.Broken {
+		log.Error("rule file left out", zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
+	}
+	for _, m := range rules.Masked {
+		log.Info("rule file masked", zap.String("name", m))
+	}
+	owners, err := daemon.LoadOwners("/etc/passwd")
+	if err != nil {
+		log.Warn("owner names unavailable, rules see numeric uids", zap.Error(err))
+	}
+
+	var notifier systemd.Notifier
+	d, err := daemon.New(daemon.Options{
+		Config: cfg,
+		Rules:  rules,
+		Logger: log,
+		Owners: owners,
+		Ready: func() {
+			if err := notifier.Ready(); err != nil {
+				log.Warn("cannot notify systemd", zap.Error(err))
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		notifier.Stopping()
+	}()
+	if err := d.Run(ctx); err != nil {
+		log.Error("daemon failed", zap.Error(err))
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package fan
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+// record builds one event record as the kernel writes it, with extra bytes
+// of info records after the metadata.
+func record(mask uint64, fd, pid int32, extra int) []byte {
+	b := make([]byte, MetadataSize+extra)
+	ne := binary.NativeEndian
+	ne.PutUint32(b[0:], uint32(len(b)))
+	b[4] = unix.FANOTIFY_METADATA_VERSION
+	ne.PutUint16(b[6:], MetadataSize)
+	ne.PutUint64(b[8:], mask)
+	ne.PutUint32(b[16:], uint32(fd))
+	ne.PutUint32(b[20:], uint32(pid))
+	return b
+}
+
+func TestParseEvent(t *testing.T) {
+	bad := func(mod func(b []byte) []byte) []byte { return mod(record(unix.FAN_OPEN_PERM, 5, 7, 0)) }
+	tests := []struct {
+		name    string
+		buf     []byte
+		want    Event
+		wantLen int
+		wantErr bool
+	}{
+		{"open perm", record(unix.FAN_OPEN_PERM, 5, 7, 0), Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7}, 24, false},
+		{"info records skipped", record(unix.FAN_OPEN_PERM, 9, 1, 16), Event{Mask: unix.FAN_OPEN_PERM, Fd: 9, Pid: 1}, 40, false},
+		{"overflow without fd", record(unix.FAN_Q_OVERFLOW, NoFd, 0, 0), Event{Mask: unix.FAN_Q_OVERFLOW, Fd: NoFd}, 24, false},
+		{"two records, first parsed", append(record(unix.FAN_OPEN_PERM, 3, 4, 0), record(unix.FAN_OPEN_PERM, 5, 6, 0)...),
+			Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 4}, 24, false},
+		{"short buffer", make([]byte, 23), Event{}, 0, true},
+		{"empty", nil, Event{}, 0, true},
+		{"wrong version", bad(func(b []byte) []byte { b[4] = 2; return b }), Event{}, 0, true},
+		{"event_len too small", bad(func(b []byte) []byte { binary.NativeEndian.PutUint32(b, 8); return b }), Event{}, 0, true},
+		{"event_len past buffer", bad(func(b []byte) []byte { binary.NativeEndian.PutUint32(b, 25); return b }), Event{}, 0, true},
+		{"metadata_len too small", bad(func(b []byte) []byte { binary.NativeEndian.PutUint16(b[6:], 4); return b }), Event{}, 0, true},
+		{"metadata_len past event_len", bad(func(b []byte) []byte { binary.NativeEndian.PutUint16(b[6:], 32); return b }), Event{}, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, n, err := ParseEvent(tt.buf)
+			if tt.wantErr {
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("ParseEvent: err = %v, want ErrMalformed", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseEvent: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("event (-want +got):\n%s", diff)
+			}
+			if n != tt.wantLen {
+				t.Errorf("length = %d, want %d", n, tt.wantLen)
+			}
+		})
+	}
+}
+
+func TestEventKinds(t *testing.T) {
+	if !(Event{Mask: unix.FAN_OPEN_PERM}).IsPermission() {
+		t.Error("FAN_OPEN_PERM is not a permission event")
+	}
+	if (Event{Mask: unix.FAN_CLOSE_WRITE}).IsPermission() {
+		t.Error("FAN_CLOSE_WRITE is a permission event")
+	}
+	if !(Event{Mask: unix.FAN_Q_OVERFLOW}).IsOverflow() {
+		t.Error("FAN_Q_OVERFLOW is not an overflow")
+	}
+}
+
+// FuzzParseEvent walks a buffer record by record as the reader does: it
+// must never panic, never return a length that does not advance or that
+// runs past the buffer.
+func FuzzParseEvent(f *testing.F) {
+	f.Add(record(unix.FAN_OPEN_PERM, 5, 7, 0))
+	f.Add(append(record(unix.FAN_OPEN_PERM, 5, 7, 8), record(unix.FAN_Q_OVERFLOW, NoFd, 0, 0)...))
+	f.Add(make([]byte, 24))
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		for off := 0; off < len(buf); {
+			ev, n, err := ParseEvent(buf[off:])
+			if err != nil {
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("error %v does not wrap ErrMalformed", err)
+				}
+				return
+			}
+			if n < MetadataSize || off+n > len(buf) {
+				t.Fatalf("length %d at offset %d of %d", n, off, len(buf))
+			}
+			_ = ev
+			off += n
+		}
+	})
+}
+
+func BenchmarkParseEvent(b *testing.B) {
+	var buf []byte
+	for i := range 100 {
+		buf = append(buf, record(unix.FAN_OPEN_PERM, int32(i), 1, 0)...)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		for off := 0; off < len(buf); {
+			_, n, err := ParseEvent(buf[off:])
+			if err != nil {
+				b.Fatal(err)
+			}
+			off += n
+		}
+	}
+}
+
+func TestParseEventAllocs(t *testing.T) {
+	buf := record(unix.FAN_OPEN_PERM, 5, 7, 0)
+	if a := testing.AllocsPerRun(100, func() { ParseEvent(buf) }); a != 0 {
+		t.Errorf("ParseEvent allocates %v times per event, want 0", a)
+	}
+}
+
+func TestParseStatusUID(t *testing.T) {
+	tests := []struct {
+		in   string
+		want uint32
+		ok   bool
+	}{
+		{"Name:\tcat\nUid:\t1000\t1000\t1000\t1000\nGid:\t0\n", 1000, true},
+		{"Name:\tx\nUid:\t0\t0\t0\t0\n", 0, true},
+		{"Name:\tx\nUid:\t4294967295\t0\n", 4294967295, true},
+		{"Name:\tx\nUid:\t4294967296\t0\n", 0, false},
+		{"Name:\tx\nGid:\t1\n", 0, false},
+		{"Name:\tx\nUid:\t\n", 0, false},
+		{"Uid:\t5\n", 0, false}, // the line must follow a newline, as in /proc
+	}
+	for _, tt := range tests {
+		got, ok := parseStatusUID([]byte(tt.in))
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("parseStatusUID(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}

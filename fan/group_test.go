@@ -1,0 +1,149 @@
+package fan
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fanguard/fanguard/internal/testutil"
+)
+
+// serve answers every permission event of g with decide until Read fails.
+// It runs in its own goroutine; the test opens files in another.
+func serve(t *testing.T, g *Group, decide func(Event) bool) chan error {
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := g.Read(buf)
+			if err != nil {
+				done <- err
+				return
+			}
+			for off := 0; off < n; {
+				ev, size, err := ParseEvent(buf[off:n])
+				if err != nil {
+					done <- err
+					return
+				}
+				off += size
+				if ev.Fd < 0 {
+					continue
+				}
+				if ev.IsPermission() {
+					if err := g.Respond(ev.Fd, decide(ev)); err != nil {
+						t.Errorf("Respond: %v", err)
+					}
+				}
+				CloseFd(ev.Fd)
+			}
+		}
+	}()
+	return done
+}
+
+func TestGroupAllowDeny(t *testing.T) {
+	dir := testutil.MountTmpfs(t)
+	good := filepath.Join(dir, "good")
+	bad := filepath.Join(dir, "bad")
+	for _, p := range []string{good, bad} {
+		if err := os.WriteFile(p, []byte(filepath.Base(p)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := NewGroup(GroupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := g.MarkFilesystem(dir); err != nil {
+		t.Fatal(err)
+	}
+	var scratch [4096]byte
+	done := serve(t, g, func(ev Event) bool {
+		p, err := FdPath(ev.Fd, scratch[:])
+		if err != nil {
+			t.Errorf("FdPath: %v", err)
+			return true
+		}
+		st, err := Fstat(ev.Fd)
+		if err != nil || !st.IsRegular() {
+			return true
+		}
+		return string(p) != bad
+	})
+
+	if b, err := os.ReadFile(good); err != nil || string(b) != "good" {
+		t.Errorf("reading allowed file: %q, %v", b, err)
+	}
+	if _, err := os.ReadFile(bad); !errors.Is(err, unix.EPERM) {
+		t.Errorf("reading denied file: err = %v, want EPERM", err)
+	}
+	g.Shutdown()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Errorf("Read after Shutdown: %v, want os.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Read did not return after Shutdown")
+	}
+	if err := g.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := g.Respond(3, true); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Respond after Close: %v, want os.ErrClosed", err)
+	}
+	// With the group closed, nothing holds opens any more.
+	if _, err := os.ReadFile(bad); err != nil {
+		t.Errorf("reading after Close: %v", err)
+	}
+}
+
+func TestProcHelpers(t *testing.T) {
+	buf := make([]byte, 4096)
+	exe, err := ExePath(int32(os.Getpid()), buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	if string(exe) != self {
+		t.Errorf("ExePath = %q, want %q", exe, self)
+	}
+	uid, err := ProcUID(int32(os.Getpid()))
+	if err != nil || uid != uint32(os.Getuid()) {
+		t.Errorf("ProcUID = %d, %v; want %d", uid, err, os.Getuid())
+	}
+	f, err := os.Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p, err := FdPath(int32(f.Fd()), buf)
+	if err != nil || string(p) != self {
+		t.Errorf("FdPath = %q, %v; want %q", p, err, self)
+	}
+	st, err := Fstat(int32(f.Fd()))
+	if err != nil || !st.IsRegular() || st.Size == 0 {
+		t.Errorf("Fstat = %+v, %v", st, err)
+	}
+	head := make([]byte, 4)
+	if n, err := ReadFull(int32(f.Fd()), head); err != nil || n != 4 || string(head) != "\x7fELF" {
+		t.Errorf("ReadFull = %d %q, %v", n, head, err)
+	}
+	if _, err := ExePath(-5, buf); err == nil {
+		t.Error("ExePath of a bad pid: no error")
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		FdPath(int32(f.Fd()), buf)
+		ExePath(int32(os.Getpid()), buf)
+		ProcUID(int32(os.Getpid()))
+	})
+	if allocs != 0 {
+		t.Errorf("proc helpers allocate %v times, want 0", allocs)
+	}
+}

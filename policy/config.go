@@ -1,0 +1,444 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Limits checked by Parse.
+const (
+	minBudget      = 10 * time.Millisecond
+	maxBudget      = 10 * time.Minute
+	minScanTimeout = time.Second
+	maxWorkers     = 1024
+	minFileSize    = 1 << 10 // 1 KiB
+	maxFileSize    = 4 << 30 // 4 GiB
+	maxMaxPending  = 1 << 20
+)
+
+// What each key allows, as error messages print it.
+const (
+	wantBudget      = `a duration from "10ms" to "10m", such as "5s"`
+	wantScanTimeout = `a duration of at least "1s", such as "60s"`
+	wantWorkers     = `an integer from 0 (one per CPU) to 1024`
+	wantFileSize    = `a size from "1KiB" to "4GiB": an integer number of bytes or a string such as "32MiB", "512KiB", "1GiB" or "10M"`
+	wantMaxPending  = `an integer from 1 to 1048576`
+	wantLevel       = `"debug", "info", "warn" or "error"`
+	wantUIDs        = `an array of integers from 0 to 4294967295, such as [0, 1000]`
+)
+
+// Default returns the configuration used for every key that fanguard.toml
+// leaves out. It is also what configs/fanguard.toml spells out.
+func Default() Config {
+	return Config{
+		Mode:        Enforce,
+		Budget:      5 * time.Second,
+		OnTimeout:   Allow,
+		OnError:     Allow,
+		OnOversize:  Allow,
+		OnOverload:  Allow,
+		Workers:     runtime.NumCPU(),
+		MaxFileSize: 32 << 20,
+		MaxPending:  4096,
+		ScanTimeout: 60 * time.Second,
+		Rules: RulesConfig{
+			Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"},
+		},
+		Protect: ProtectConfig{
+			FSTypes: defaultFSTypes(),
+		},
+		Log: LogConfig{Level: "info"},
+	}
+}
+
+// Load reads the configuration file at path and parses it with Parse, using
+// path as the name in error messages. If the file does not exist, the error
+// wraps fs.ErrNotExist.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse parses and validates a fanguard.toml document. name is the file
+// name used in error messages. Keys the document leaves out keep their
+// Default values; unknown keys are errors.
+//
+// Parse resolves what the file leaves to the machine: workers = 0 becomes
+// runtime.NumCPU(), scan_timeout is rounded up to whole seconds (YARA counts
+// its timeout in seconds), paths are cleaned with filepath.Clean, and
+// duplicates are dropped from the [protect] lists (the first one stays).
+// Empty lists are returned as nil.
+//
+// Every error message starts with the file name and, where it is known, the
+// line: "fanguard.toml:7: on_timeout: "maybe" is not allowed (want "allow" or
+// "deny")". When several keys are wrong the returned error joins one error
+// per problem (errors.Join), one per line. On error the returned Config is
+// the zero value.
+func Parse(data []byte, name string) (Config, error) {
+	c := checker{file: name, data: data}
+	var raw rawConfig
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		// A StrictMissingError also unwraps to DecodeErrors: test it first.
+		var missing *toml.StrictMissingError
+		var derr *toml.DecodeError
+		switch {
+		case errors.As(err, &missing):
+			// The known keys were decoded: check them too.
+			for i := range missing.Errors {
+				c.unknownKey(&missing.Errors[i])
+			}
+		case errors.As(err, &derr):
+			return Config{}, c.decodeError(derr)
+		default:
+			return Config{}, fmt.Errorf("%s: decoding TOML: %w", name, err)
+		}
+	}
+	cfg := c.convert(&raw)
+	if len(c.errs) > 0 {
+		return Config{}, c.err()
+	}
+	return cfg, nil
+}
+
+// rawConfig is fanguard.toml as decoded, before validation. Its shape
+// (tables and key names) lets go-toml reject unknown keys; every value is
+// left as decoded (string, int64, float64, bool, []any, map[string]any or a
+// date) so that convert can check the types itself, name the key and the
+// value, and report every wrong key rather than only the first. A nil value
+// means the key is absent.
+type rawConfig struct {
+	Mode        any `toml:"mode"`
+	Budget      any `toml:"budget"`
+	OnTimeout   any `toml:"on_timeout"`
+	OnError     any `toml:"on_error"`
+	OnOversize  any `toml:"on_oversize"`
+	OnOverload  any `toml:"on_overload"`
+	Workers     any `toml:"workers"`
+	MaxFileSize any `toml:"max_file_size"`
+	MaxPending  any `toml:"max_pending"`
+	ScanTimeout any `toml:"scan_timeout"`
+
+	Rules   rawRules   `toml:"rules"`
+	Protect rawProtect `toml:"protect"`
+	Log     rawLog     `toml:"log"`
+}
+
+type rawRules struct {
+	Dirs any `toml:"dirs"`
+}
+
+type rawProtect struct {
+	Paths        any `toml:"paths"`
+	FSTypes      any `toml:"fs_types"`
+	ExcludePaths any `toml:"exclude_paths"`
+	ExcludeExe   any `toml:"exclude_exe"`
+	ExcludeUIDs  any `toml:"exclude_uids"`
+}
+
+type rawLog struct {
+	Level any `toml:"level"`
+}
+
+// convert validates raw and returns it applied over Default. Problems are
+// recorded in c.
+func (c *checker) convert(raw *rawConfig) Config {
+	cfg := Default()
+
+	if s, ok := c.str("mode", raw.Mode, wantMode); ok {
+		if m, err := parseMode(s); err == nil {
+			cfg.Mode = m
+		} else {
+			c.bad("mode", -1, raw.Mode, "is not allowed", wantMode)
+		}
+	}
+	c.verdict("on_timeout", raw.OnTimeout, &cfg.OnTimeout)
+	c.verdict("on_error", raw.OnError, &cfg.OnError)
+	c.verdict("on_oversize", raw.OnOversize, &cfg.OnOversize)
+	c.verdict("on_overload", raw.OnOverload, &cfg.OnOverload)
+
+	if d, ok := c.duration("budget", raw.Budget, wantBudget); ok {
+		if d < minBudget || d > maxBudget {
+			c.bad("budget", -1, raw.Budget, "is out of range", wantBudget)
+		} else {
+			cfg.Budget = d
+		}
+	}
+	if d, ok := c.duration("scan_timeout", raw.ScanTimeout, wantScanTimeout); ok {
+		if d < minScanTimeout {
+			c.bad("scan_timeout", -1, raw.ScanTimeout, "is too short", wantScanTimeout)
+		} else {
+			cfg.ScanTimeout = roundUpSecond(d)
+		}
+	}
+
+	if n, ok := c.integer("workers", raw.Workers, 0, maxWorkers, wantWorkers); ok {
+		cfg.Workers = int(n)
+		if n == 0 {
+			cfg.Workers = runtime.NumCPU()
+		}
+	}
+	if n, ok := c.integer("max_pending", raw.MaxPending, 1, maxMaxPending, wantMaxPending); ok {
+		cfg.MaxPending = int(n)
+	}
+	if n, ok := c.size("max_file_size", raw.MaxFileSize); ok {
+		cfg.MaxFileSize = n
+	}
+
+	if dirs, ok := c.paths("rules.dirs", raw.Rules.Dirs, `an array of absolute directories, such as ["/etc/fanguard/rules.d"]`); ok {
+		if len(dirs) == 0 {
+			c.fail("rules.dirs", -1, `the list is empty, so no rules would be loaded (want at least one absolute directory, such as "/etc/fanguard/rules.d")`)
+		} else {
+			cfg.Rules.Dirs = dirs
+		}
+	}
+
+	p := &cfg.Protect
+	if paths, ok := c.paths("protect.paths", raw.Protect.Paths, `an array of absolute paths, such as ["/home", "/tmp"], or [] for every local filesystem`); ok {
+		p.Paths = dedupe(paths)
+	}
+	if types, ok := c.fsTypes("protect.fs_types", raw.Protect.FSTypes); ok {
+		p.FSTypes = types
+	}
+	if paths, ok := c.paths("protect.exclude_paths", raw.Protect.ExcludePaths, `an array of absolute paths, such as ["/var/lib/docker"]`); ok {
+		p.ExcludePaths = dedupe(paths)
+	}
+	if paths, ok := c.paths("protect.exclude_exe", raw.Protect.ExcludeExe, `an array of absolute executable paths, such as ["/usr/bin/rsync"]`); ok {
+		p.ExcludeExe = dedupe(paths)
+	}
+	if uids, ok := c.uids("protect.exclude_uids", raw.Protect.ExcludeUIDs); ok {
+		p.ExcludeUIDs = uids
+	}
+
+	if s, ok := c.str("log.level", raw.Log.Level, wantLevel); ok {
+		switch s {
+		case "debug", "info", "warn", "error":
+			cfg.Log.Level = s
+		default:
+			c.bad("log.level", -1, raw.Log.Level, "is not allowed", wantLevel)
+		}
+	}
+	return cfg
+}
+
+// roundUpSecond rounds d up to a whole number of seconds; a d so large that
+// rounding up would overflow is rounded down instead.
+func roundUpSecond(d time.Duration) time.Duration {
+	r := d % time.Second
+	if r == 0 {
+		return d
+	}
+	if d > math.MaxInt64-time.Second {
+		return d - r
+	}
+	return d - r + time.Second
+}
+
+// dedupe removes later duplicates from s, in place, and returns nil for an
+// empty result.
+func dedupe[T comparable](s []T) []T {
+	out := s[:0]
+	for i, v := range s {
+		if !slices.Contains(s[:i], v) {
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// verdict checks key's value v and stores it in dst if it is a verdict.
+func (c *checker) verdict(key string, v any, dst *Verdict) {
+	s, ok := c.str(key, v, wantVerdict)
+	if !ok {
+		return
+	}
+	x, err := ParseVerdict(s)
+	if err != nil {
+		c.bad(key, -1, v, "is not allowed", wantVerdict)
+		return
+	}
+	*dst = x
+}
+
+// str returns v as a string. ok is false if the key is absent or not a
+// string (then the problem is recorded).
+func (c *checker) str(key string, v any, want string) (s string, ok bool) {
+	if v == nil {
+		return "", false
+	}
+	s, ok = v.(string)
+	if !ok {
+		c.bad(key, -1, v, "is not allowed", want)
+	}
+	return s, ok
+}
+
+// duration returns v parsed as a Go duration string.
+func (c *checker) duration(key string, v any, want string) (time.Duration, bool) {
+	if v == nil {
+		return 0, false
+	}
+	s, ok := v.(string)
+	if !ok {
+		c.bad(key, -1, v, "is not a duration string", want)
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		c.bad(key, -1, v, "is not a duration", want)
+		return 0, false
+	}
+	return d, true
+}
+
+// integer returns v if it is an integer from lo to hi.
+func (c *checker) integer(key string, v any, lo, hi int64, want string) (int64, bool) {
+	if v == nil {
+		return 0, false
+	}
+	n, ok := v.(int64)
+	if !ok {
+		c.bad(key, -1, v, "is not an integer", want)
+		return 0, false
+	}
+	if n < lo || n > hi {
+		c.bad(key, -1, v, "is out of range", want)
+		return 0, false
+	}
+	return n, true
+}
+
+// size returns v, a byte count or a size string, if it is in range.
+func (c *checker) size(key string, v any) (int64, bool) {
+	var n int64
+	switch v := v.(type) {
+	case nil:
+		return 0, false
+	case int64:
+		n = v
+	case string:
+		var ok bool
+		if n, ok = parseSize(v); !ok {
+			c.bad(key, -1, v, "is not a size", wantFileSize)
+			return 0, false
+		}
+	default:
+		c.bad(key, -1, v, "is not a size", wantFileSize)
+		return 0, false
+	}
+	if n < minFileSize || n > maxFileSize {
+		c.bad(key, -1, v, "is out of range", wantFileSize)
+		return 0, false
+	}
+	return n, true
+}
+
+// array returns v as an array. ok is false if the key is absent or not an
+// array (then the problem is recorded).
+func (c *checker) array(key string, v any, want string) ([]any, bool) {
+	if v == nil {
+		return nil, false
+	}
+	a, ok := v.([]any)
+	if !ok {
+		c.bad(key, -1, v, "is not an array", want)
+	}
+	return a, ok
+}
+
+// paths returns v as a list of cleaned absolute paths, nil if it is empty.
+// ok is false if the key is absent or any element is wrong.
+func (c *checker) paths(key string, v any, want string) ([]string, bool) {
+	a, ok := c.array(key, v, want)
+	if !ok {
+		return nil, false
+	}
+	var out []string
+	for i, e := range a {
+		s, isStr := e.(string)
+		switch {
+		case !isStr:
+			c.bad(key, i, e, "is not a path", want)
+			ok = false
+		case strings.IndexByte(s, 0) >= 0:
+			c.bad(key, i, e, "contains a NUL byte", want)
+			ok = false
+		case !filepath.IsAbs(s):
+			c.bad(key, i, e, "is a relative path", want)
+			ok = false
+		default:
+			out = append(out, filepath.Clean(s))
+		}
+	}
+	return out, ok
+}
+
+// fsTypes returns v as a non-empty list of local filesystem types without
+// duplicates.
+func (c *checker) fsTypes(key string, v any) ([]string, bool) {
+	want := "one of " + strings.Join(LocalFSTypes(), ", ")
+	a, ok := c.array(key, v, "an array of filesystem types, "+want)
+	if !ok {
+		return nil, false
+	}
+	if len(a) == 0 {
+		c.fail(key, -1, "the list is empty, so nothing would be protected (want "+want+")")
+		return nil, false
+	}
+	var out []string
+	for i, e := range a {
+		s, isStr := e.(string)
+		if !isStr {
+			c.bad(key, i, e, "is not a filesystem type", want)
+			ok = false
+			continue
+		}
+		if why := whyNotFSType(s); why != "" {
+			c.bad(key, i, e, why, want)
+			ok = false
+			continue
+		}
+		out = append(out, s)
+	}
+	return dedupe(out), ok
+}
+
+// uids returns v as a list of user ids without duplicates.
+func (c *checker) uids(key string, v any) ([]uint32, bool) {
+	a, ok := c.array(key, v, wantUIDs)
+	if !ok {
+		return nil, false
+	}
+	var out []uint32
+	for i, e := range a {
+		n, isInt := e.(int64)
+		switch {
+		case !isInt:
+			c.bad(key, i, e, "is not a uid", wantUIDs)
+			ok = false
+		case n < 0 || n > math.MaxUint32:
+			c.bad(key, i, e, "is out of range", wantUIDs)
+			ok = false
+		default:
+			out = append(out, uint32(n))
+		}
+	}
+	return dedupe(out), ok
+}

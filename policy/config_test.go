@@ -1,0 +1,823 @@
+package policy
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const shippedConfig = "../configs/fanguard.toml"
+
+func TestDefault(t *testing.T) {
+	want := Config{
+		Mode:        Enforce,
+		Budget:      5 * time.Second,
+		OnTimeout:   Allow,
+		OnError:     Allow,
+		OnOversize:  Allow,
+		OnOverload:  Allow,
+		Workers:     runtime.NumCPU(),
+		MaxFileSize: 32 << 20,
+		MaxPending:  4096,
+		ScanTimeout: 60 * time.Second,
+		Rules:       RulesConfig{Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"}},
+		Protect: ProtectConfig{
+			FSTypes: []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "vfat", "exfat", "f2fs", "iso9660"},
+		},
+		Log: LogConfig{Level: "info"},
+	}
+	if diff := cmp.Diff(want, Default()); diff != "" {
+		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
+	}
+	// Each call returns fresh slices.
+	d := Default()
+	d.Rules.Dirs[0] = "/changed"
+	d.Protect.FSTypes[0] = "changed"
+	if diff := cmp.Diff(want, Default()); diff != "" {
+		t.Errorf("Default() shares slices between calls (-want +got):\n%s", diff)
+	}
+}
+
+// TestShippedConfig checks that configs/fanguard.toml spells out Default.
+func TestShippedConfig(t *testing.T) {
+	got, err := Load(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(Default(), got); diff != "" {
+		t.Errorf("%s differs from Default() (-want +got):\n%s", shippedConfig, diff)
+	}
+}
+
+// TestShippedConfigDocumentsEveryKey checks that every key Parse knows is
+// set, with a comment, in configs/fanguard.toml.
+func TestShippedConfigDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := keyPositions(data)
+	lines := strings.Split(string(data), "\n")
+	for _, key := range []string{
+		"mode", "budget", "on_timeout", "on_error", "on_oversize", "on_overload",
+		"workers", "max_file_size", "max_pending", "scan_timeout", "rules.dirs",
+		"protect.paths", "protect.fs_types", "protect.exclude_paths",
+		"protect.exclude_exe", "protect.exclude_uids", "log.level",
+	} {
+		p, ok := pos[key]
+		if !ok {
+			t.Errorf("%s does not set %s", shippedConfig, key)
+			continue
+		}
+		name := key[strings.LastIndex(key, ".")+1:]
+		documented := false
+		for i := p.line - 2; i >= 0 && strings.HasPrefix(lines[i], "#"); i-- {
+			if strings.HasPrefix(lines[i], "# "+name+":") {
+				documented = true
+			}
+		}
+		if !documented {
+			t.Errorf("%s:%d: %s has no comment starting %q above it", shippedConfig, p.line, key, "# "+name+":")
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+
+	t.Run("missing", func(t *testing.T) {
+		path := filepath.Join(dir, "missing.toml")
+		_, err := Load(path)
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("Load(%q) error = %v, want one wrapping fs.ErrNotExist", path, err)
+		}
+		if !strings.Contains(err.Error(), path) {
+			t.Errorf("Load(%q) error %q does not name the file", path, err)
+		}
+	})
+
+	t.Run("good", func(t *testing.T) {
+		path := filepath.Join(dir, "good.toml")
+		if err := os.WriteFile(path, []byte("mode = \"audit\"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Default()
+		want.Mode = Audit
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Load mismatch (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("bad", func(t *testing.T) {
+		path := filepath.Join(dir, "bad.toml")
+		if err := os.WriteFile(path, []byte("\nmode = \"maybe\"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		if err == nil || !strings.HasPrefix(err.Error(), path+":2: mode: ") {
+			t.Errorf("Load(%q) error = %v, want one starting %q", path, err, path+":2: mode: ")
+		}
+	})
+}
+
+func TestParse(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		doc  string
+		want func(*Config)
+	}{
+		{
+			name: "empty",
+			doc:  "",
+		},
+		{
+			name: "comments only",
+			doc:  "# nothing here\n\n[protect]\n# nor here\n",
+		},
+		{
+			name: "everything",
+			doc: `
+mode = "audit"
+budget = "250ms"
+on_timeout = "deny"
+on_error = "deny"
+on_oversize = "deny"
+on_overload = "deny"
+workers = 3
+max_file_size = 1048576
+max_pending = 10
+scan_timeout = "90s"
+
+[rules]
+dirs = ["/opt/rules/", "/etc/fanguard/rules.d"]
+
+[protect]
+paths = ["/home", "/tmp//x/.."]
+fs_types = ["ext4", "xfs", "bcachefs"]
+exclude_paths = ["/var/lib/docker"]
+exclude_exe = ["/usr/bin/rsync"]
+exclude_uids = [0, 1000]
+
+[log]
+level = "debug"
+`,
+			want: func(c *Config) {
+				c.Mode = Audit
+				c.Budget = 250 * time.Millisecond
+				c.OnTimeout = Deny
+				c.OnError = Deny
+				c.OnOversize = Deny
+				c.OnOverload = Deny
+				c.Workers = 3
+				c.MaxFileSize = 1 << 20
+				c.MaxPending = 10
+				c.ScanTimeout = 90 * time.Second
+				c.Rules.Dirs = []string{"/opt/rules", "/etc/fanguard/rules.d"}
+				c.Protect = ProtectConfig{
+					Paths:        []string{"/home", "/tmp"},
+					FSTypes:      []string{"ext4", "xfs", "bcachefs"},
+					ExcludePaths: []string{"/var/lib/docker"},
+					ExcludeExe:   []string{"/usr/bin/rsync"},
+					ExcludeUIDs:  []uint32{0, 1000},
+				}
+				c.Log.Level = "debug"
+			},
+		},
+		{
+			name: "workers 0 is one per CPU",
+			doc:  "workers = 0",
+			want: func(c *Config) { c.Workers = runtime.NumCPU() },
+		},
+		{
+			name: "workers 1024",
+			doc:  "workers = 1024",
+			want: func(c *Config) { c.Workers = 1024 },
+		},
+		{
+			name: "budget lowest",
+			doc:  `budget = "10ms"`,
+			want: func(c *Config) { c.Budget = 10 * time.Millisecond },
+		},
+		{
+			name: "budget highest",
+			doc:  `budget = "10m"`,
+			want: func(c *Config) { c.Budget = 10 * time.Minute },
+		},
+		{
+			name: "scan_timeout rounded up",
+			doc:  `scan_timeout = "1500ms"`,
+			want: func(c *Config) { c.ScanTimeout = 2 * time.Second },
+		},
+		{
+			name: "scan_timeout lowest",
+			doc:  `scan_timeout = "1s"`,
+			want: func(c *Config) { c.ScanTimeout = time.Second },
+		},
+		{
+			name: "max_file_size MiB",
+			doc:  `max_file_size = "32MiB"`,
+			want: func(c *Config) { c.MaxFileSize = 32 << 20 },
+		},
+		{
+			name: "max_file_size KiB",
+			doc:  `max_file_size = "512KiB"`,
+			want: func(c *Config) { c.MaxFileSize = 512 << 10 },
+		},
+		{
+			name: "max_file_size GiB",
+			doc:  `max_file_size = "1GiB"`,
+			want: func(c *Config) { c.MaxFileSize = 1 << 30 },
+		},
+		{
+			name: "max_file_size M",
+			doc:  `max_file_size = "10M"`,
+			want: func(c *Config) { c.MaxFileSize = 10 << 20 },
+		},
+		{
+			name: "max_file_size MB",
+			doc:  `max_file_size = "10MB"`,
+			want: func(c *Config) { c.MaxFileSize = 10_000_000 },
+		},
+		{
+			name: "max_file_size lower case with blank",
+			doc:  `max_file_size = "64 kib"`,
+			want: func(c *Config) { c.MaxFileSize = 64 << 10 },
+		},
+		{
+			name: "max_file_size bytes string",
+			doc:  `max_file_size = "2048"`,
+			want: func(c *Config) { c.MaxFileSize = 2048 },
+		},
+		{
+			name: "max_file_size lowest",
+			doc:  `max_file_size = 1024`,
+			want: func(c *Config) { c.MaxFileSize = 1024 },
+		},
+		{
+			name: "max_file_size highest",
+			doc:  `max_file_size = "4GiB"`,
+			want: func(c *Config) { c.MaxFileSize = 4 << 30 },
+		},
+		{
+			name: "max_pending bounds",
+			doc:  "max_pending = 1048576",
+			want: func(c *Config) { c.MaxPending = 1 << 20 },
+		},
+		{
+			name: "duplicates removed",
+			doc: `[protect]
+paths = ["/home", "/home/"]
+fs_types = ["ext4", "xfs", "ext4"]
+exclude_paths = ["/var/lib/docker", "/var/lib/docker/", "/srv"]
+exclude_exe = ["/usr/bin/rsync", "/usr/bin/../bin/rsync"]
+exclude_uids = [0, 1000, 0]
+`,
+			want: func(c *Config) {
+				c.Protect = ProtectConfig{
+					Paths:        []string{"/home"},
+					FSTypes:      []string{"ext4", "xfs"},
+					ExcludePaths: []string{"/var/lib/docker", "/srv"},
+					ExcludeExe:   []string{"/usr/bin/rsync"},
+					ExcludeUIDs:  []uint32{0, 1000},
+				}
+			},
+		},
+		{
+			name: "empty lists",
+			doc:  "[protect]\npaths = []\nexclude_paths = []\nexclude_exe = []\nexclude_uids = []\n",
+		},
+		{
+			name: "root and highest uid",
+			doc:  "[protect]\nexclude_paths = [\"/\"]\nexclude_uids = [4294967295]\n",
+			want: func(c *Config) {
+				c.Protect.ExcludePaths = []string{"/"}
+				c.Protect.ExcludeUIDs = []uint32{4294967295}
+			},
+		},
+		{
+			name: "dotted keys and inline tables",
+			doc:  "protect.fs_types = [\"ext4\"]\nlog = { level = \"warn\" }\n",
+			want: func(c *Config) {
+				c.Protect.FSTypes = []string{"ext4"}
+				c.Log.Level = "warn"
+			},
+		},
+		{
+			name: "literal strings",
+			doc:  "mode = 'audit'\n[rules]\ndirs = ['/r']\n",
+			want: func(c *Config) {
+				c.Mode = Audit
+				c.Rules.Dirs = []string{"/r"}
+			},
+		},
+		{
+			name: "every log level",
+			doc:  "[log]\nlevel = \"error\"\n",
+			want: func(c *Config) { c.Log.Level = "error" },
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.doc), "test.toml")
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			want := Default()
+			if tt.want != nil {
+				tt.want(&want)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("Parse mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		doc  string
+		// want holds the messages expected, one per error, in order; each
+		// must appear in its error's text.
+		want []string
+	}{
+		// Syntax and structure, reported by go-toml.
+		{
+			name: "syntax",
+			doc:  "mode = \"audit\"\nbudget = \n",
+			want: []string{"test.toml:2:"},
+		},
+		{
+			name: "unterminated string",
+			doc:  "\n\nmode = \"audit\n",
+			want: []string{"test.toml:3:"},
+		},
+		{
+			name: "duplicate key",
+			doc:  "mode = \"audit\"\nmode = \"enforce\"\n",
+			want: []string{"test.toml:2:1: key mode is already defined"},
+		},
+		{
+			name: "table given a value",
+			doc:  "workers = 1\nprotect = 1\n",
+			want: []string{"test.toml:2:11: protect: is a TOML integer (want a table, written [protect])"},
+		},
+		{
+			name: "array of tables",
+			doc:  "[[log]]\nlevel = \"info\"\n",
+			want: []string{"test.toml:1:3: log: is an array of tables (want a table, written [log])"},
+		},
+
+		// Unknown keys, reported together with everything else.
+		{
+			name: "unknown key",
+			doc:  "mode = \"audit\"\n\n[protect]\nfs_type = [\"ext4\"]\n",
+			want: []string{`test.toml:4: unknown key "protect.fs_type" (want one of paths, fs_types, exclude_paths, exclude_exe, exclude_uids in [protect])`},
+		},
+		{
+			name: "unknown top-level key",
+			doc:  "mdoe = \"audit\"\n",
+			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, scan_timeout at the top level, or the tables [rules], [protect], [log])`},
+		},
+		{
+			name: "top-level key below a table",
+			doc:  "[rules]\ndirs = [\"/r\"]\nworkers = 4\n",
+			want: []string{`test.toml:3: unknown key "rules.workers" (workers is a top-level key: move it above the first [table])`},
+		},
+		{
+			name: "unknown table",
+			doc:  "[protection]\npaths = []\n",
+			want: []string{`test.toml:1: unknown table "protection" (want one of mode,`},
+		},
+		{
+			name: "unknown subtable",
+			doc:  "[protect.more]\n",
+			want: []string{`test.toml:1: unknown table "protect.more" (want one of paths,`},
+		},
+		{
+			name: "unknown keys and bad values",
+			doc:  "foo = 1\nmode = \"maybe\"\n[log]\nlevel = \"loud\"\nbar = 2\n",
+			want: []string{
+				`test.toml:1: unknown key "foo"`,
+				`test.toml:2: mode: "maybe" is not allowed (want "enforce" or "audit")`,
+				`test.toml:4: log.level: "loud" is not allowed (want "debug", "info", "warn" or "error")`,
+				`test.toml:5: unknown key "log.bar"`,
+			},
+		},
+
+		// mode and verdicts.
+		{
+			name: "mode",
+			doc:  `mode = "maybe"`,
+			want: []string{`test.toml:1: mode: "maybe" is not allowed (want "enforce" or "audit")`},
+		},
+		{
+			name: "mode not a string",
+			doc:  `mode = 1`,
+			want: []string{`test.toml:1: mode: 1 is not allowed (want "enforce" or "audit")`},
+		},
+		{
+			name: "mode case",
+			doc:  `mode = "Enforce"`,
+			want: []string{`mode: "Enforce" is not allowed`},
+		},
+		{
+			name: "on_timeout",
+			doc:  "# one\n# two\n\nmode = \"audit\"\n\n\non_timeout = \"maybe\"\n",
+			want: []string{`test.toml:7: on_timeout: "maybe" is not allowed (want "allow" or "deny")`},
+		},
+		{
+			name: "every verdict",
+			doc:  "on_timeout = true\non_error = \"yes\"\non_oversize = \"block\"\non_overload = []\n",
+			want: []string{
+				`test.toml:1: on_timeout: true is not allowed (want "allow" or "deny")`,
+				`test.toml:2: on_error: "yes" is not allowed (want "allow" or "deny")`,
+				`test.toml:3: on_oversize: "block" is not allowed (want "allow" or "deny")`,
+				`test.toml:4: on_overload: an array is not allowed (want "allow" or "deny")`,
+			},
+		},
+
+		// Durations.
+		{
+			name: "budget without unit",
+			doc:  `budget = "5"`,
+			want: []string{`test.toml:1: budget: "5" is not a duration (want a duration from "10ms" to "10m", such as "5s")`},
+		},
+		{
+			name: "budget integer",
+			doc:  `budget = 5`,
+			want: []string{`test.toml:1: budget: 5 is not a duration string (want a duration from "10ms" to "10m"`},
+		},
+		{
+			name: "budget too short",
+			doc:  `budget = "5ms"`,
+			want: []string{`test.toml:1: budget: "5ms" is out of range (want a duration from "10ms" to "10m"`},
+		},
+		{
+			name: "budget too long",
+			doc:  `budget = "11m"`,
+			want: []string{`budget: "11m" is out of range`},
+		},
+		{
+			name: "budget negative",
+			doc:  `budget = "-5s"`,
+			want: []string{`budget: "-5s" is out of range`},
+		},
+		{
+			name: "scan_timeout too short",
+			doc:  `scan_timeout = "500ms"`,
+			want: []string{`test.toml:1: scan_timeout: "500ms" is too short (want a duration of at least "1s", such as "60s")`},
+		},
+		{
+			name: "scan_timeout integer",
+			doc:  `scan_timeout = 60`,
+			want: []string{`scan_timeout: 60 is not a duration string (want a duration of at least "1s"`},
+		},
+		{
+			name: "scan_timeout garbage",
+			doc:  `scan_timeout = "a minute"`,
+			want: []string{`scan_timeout: "a minute" is not a duration (want`},
+		},
+
+		// Integers.
+		{
+			name: "workers negative",
+			doc:  `workers = -1`,
+			want: []string{`test.toml:1: workers: -1 is out of range (want an integer from 0 (one per CPU) to 1024)`},
+		},
+		{
+			name: "workers too many",
+			doc:  `workers = 1025`,
+			want: []string{`workers: 1025 is out of range (want an integer from 0 (one per CPU) to 1024)`},
+		},
+		{
+			name: "workers string",
+			doc:  `workers = "4"`,
+			want: []string{`workers: "4" is not an integer (want an integer from 0 (one per CPU) to 1024)`},
+		},
+		{
+			name: "workers float",
+			doc:  `workers = 1.5`,
+			want: []string{`workers: 1.5 is not an integer`},
+		},
+		{
+			name: "max_pending zero",
+			doc:  `max_pending = 0`,
+			want: []string{`test.toml:1: max_pending: 0 is out of range (want an integer from 1 to 1048576)`},
+		},
+		{
+			name: "max_pending too many",
+			doc:  `max_pending = 1048577`,
+			want: []string{`max_pending: 1048577 is out of range (want an integer from 1 to 1048576)`},
+		},
+
+		// Sizes.
+		{
+			name: "max_file_size unit",
+			doc:  `max_file_size = "32XB"`,
+			want: []string{`test.toml:1: max_file_size: "32XB" is not a size (want a size from "1KiB" to "4GiB"`},
+		},
+		{
+			name: "max_file_size fraction",
+			doc:  `max_file_size = "1.5GiB"`,
+			want: []string{`max_file_size: "1.5GiB" is not a size`},
+		},
+		{
+			name: "max_file_size too small",
+			doc:  `max_file_size = 512`,
+			want: []string{`max_file_size: 512 is out of range (want a size from "1KiB" to "4GiB"`},
+		},
+		{
+			name: "max_file_size negative",
+			doc:  `max_file_size = -1`,
+			want: []string{`max_file_size: -1 is out of range`},
+		},
+		{
+			name: "max_file_size too large",
+			doc:  `max_file_size = "5GiB"`,
+			want: []string{`max_file_size: "5GiB" is out of range`},
+		},
+		{
+			name: "max_file_size overflow",
+			doc:  `max_file_size = "99999999999999999999GiB"`,
+			want: []string{`max_file_size: "99999999999999999999GiB" is out of range`},
+		},
+		{
+			name: "max_file_size bool",
+			doc:  `max_file_size = true`,
+			want: []string{`max_file_size: true is not a size`},
+		},
+
+		// Paths.
+		{
+			name: "rules.dirs empty",
+			doc:  "[rules]\ndirs = []\n",
+			want: []string{`test.toml:2: rules.dirs: the list is empty, so no rules would be loaded (want at least one absolute directory`},
+		},
+		{
+			name: "rules.dirs relative",
+			doc:  "[rules]\ndirs = [\n  \"/etc/fanguard/rules.d\",\n  \"rules.d\",\n]\n",
+			want: []string{`test.toml:4: rules.dirs: "rules.d" is a relative path (want an array of absolute directories`},
+		},
+		{
+			name: "rules.dirs not an array",
+			doc:  "[rules]\ndirs = \"/etc/fanguard/rules.d\"\n",
+			want: []string{`test.toml:2: rules.dirs: "/etc/fanguard/rules.d" is not an array (want an array of absolute directories`},
+		},
+		{
+			name: "rules.dirs as a table",
+			doc:  "[rules.dirs]\na = 1\n",
+			want: []string{`test.toml:1: rules.dirs: a table is not an array`},
+		},
+		{
+			name: "protect.paths relative",
+			doc:  "[protect]\npaths = [\"home\"]\n",
+			want: []string{`test.toml:2: protect.paths: "home" is a relative path (want an array of absolute paths`},
+		},
+		{
+			name: "protect.paths empty string",
+			doc:  "[protect]\npaths = [\"\"]\n",
+			want: []string{`protect.paths: "" is a relative path`},
+		},
+		{
+			name: "protect.paths NUL",
+			doc:  "[protect]\npaths = [\"/a\\u0000b\"]\n",
+			want: []string{`protect.paths: "/a\x00b" contains a NUL byte`},
+		},
+		{
+			name: "protect.paths number",
+			doc:  "[protect]\npaths = [1]\n",
+			want: []string{`protect.paths: 1 is not a path`},
+		},
+		{
+			name: "exclude_paths relative",
+			doc:  "[protect]\nexclude_paths = [\"./docker\"]\n",
+			want: []string{`test.toml:2: protect.exclude_paths: "./docker" is a relative path (want an array of absolute paths`},
+		},
+		{
+			name: "exclude_exe relative",
+			doc:  "[protect]\nexclude_exe = [\"rsync\"]\n",
+			want: []string{`test.toml:2: protect.exclude_exe: "rsync" is a relative path (want an array of absolute executable paths`},
+		},
+
+		// Filesystem types.
+		{
+			name: "fs_types network",
+			doc:  "[protect]\nfs_types = [\"ext4\", \"nfs\"]\n",
+			want: []string{`test.toml:2: protect.fs_types: "nfs" is a network filesystem: a server that hangs would freeze every open on it (want one of ext2, ext3, ext4, xfs, btrfs, tmpfs, vfat, exfat, f2fs, iso9660, jfs, ntfs3, udf, msdos, squashfs, erofs, ramfs, hfsplus, nilfs2, bcachefs)`},
+		},
+		{
+			name: "fs_types fuse",
+			doc:  "[protect]\nfs_types = [\"fuse.sshfs\", \"fuseblk\"]\n",
+			want: []string{
+				`protect.fs_types: "fuse.sshfs" is a FUSE filesystem: a FUSE server that hangs would freeze every open on it (want one of ext2,`,
+				`protect.fs_types: "fuseblk" is a FUSE filesystem`,
+			},
+		},
+		{
+			name: "fs_types pseudo",
+			doc:  "[protect]\nfs_types = [\"proc\", \"cgroup2\"]\n",
+			want: []string{
+				`protect.fs_types: "proc" is a pseudo filesystem: it holds no files to scan (want one of ext2,`,
+				`protect.fs_types: "cgroup2" is a pseudo filesystem`,
+			},
+		},
+		{
+			name: "fs_types overlay",
+			doc:  "[protect]\nfs_types = [\"overlay\"]\n",
+			want: []string{`protect.fs_types: "overlay" is an overlay: its files live on the filesystems below it, protect those instead (want one of ext2,`},
+		},
+		{
+			name: "fs_types unknown",
+			doc:  "[protect]\nfs_types = [\"EXT4\"]\n",
+			want: []string{`protect.fs_types: "EXT4" is not a supported filesystem type (want one of ext2,`},
+		},
+		{
+			name: "fs_types empty",
+			doc:  "[protect]\nfs_types = []\n",
+			want: []string{`test.toml:2: protect.fs_types: the list is empty, so nothing would be protected (want one of ext2,`},
+		},
+		{
+			name: "fs_types element lines",
+			doc:  "[protect]\nfs_types = [\n  \"ext4\",\n  \"nfs4\",\n  \"cifs\",\n]\n",
+			want: []string{
+				`test.toml:4: protect.fs_types: "nfs4" is a network filesystem`,
+				`test.toml:5: protect.fs_types: "cifs" is a network filesystem`,
+			},
+		},
+
+		// User ids.
+		{
+			name: "exclude_uids negative",
+			doc:  "[protect]\nexclude_uids = [-1]\n",
+			want: []string{`test.toml:2: protect.exclude_uids: -1 is out of range (want an array of integers from 0 to 4294967295`},
+		},
+		{
+			name: "exclude_uids too large",
+			doc:  "[protect]\nexclude_uids = [4294967296]\n",
+			want: []string{`protect.exclude_uids: 4294967296 is out of range`},
+		},
+		{
+			name: "exclude_uids name",
+			doc:  "[protect]\nexclude_uids = [\"root\"]\n",
+			want: []string{`protect.exclude_uids: "root" is not a uid (want an array of integers from 0 to 4294967295`},
+		},
+		{
+			name: "exclude_uids not an array",
+			doc:  "[protect]\nexclude_uids = 0\n",
+			want: []string{`protect.exclude_uids: 0 is not an array`},
+		},
+
+		// Log level.
+		{
+			name: "log.level",
+			doc:  "[log]\nlevel = \"INFO\"\n",
+			want: []string{`test.toml:2: log.level: "INFO" is not allowed (want "debug", "info", "warn" or "error")`},
+		},
+		{
+			name: "log.level inline table",
+			doc:  "log = { level = \"trace\" }\n",
+			want: []string{`test.toml:1: log.level: "trace" is not allowed`},
+		},
+		{
+			name: "dotted key",
+			doc:  "\nprotect.fs_types = [\"nfs\"]\n",
+			want: []string{`test.toml:2: protect.fs_types: "nfs" is a network filesystem`},
+		},
+		{
+			name: "date",
+			doc:  "mode = 1979-05-27\n",
+			want: []string{`mode: the date 1979-05-27 is not allowed`},
+		},
+		{
+			name: "long value cut short",
+			doc:  "mode = \"" + strings.Repeat("x", 500) + "\"\n",
+			want: []string{`mode: "` + strings.Repeat("x", 64) + `"… is not allowed`},
+		},
+
+		// Everything at once.
+		{
+			name: "many",
+			doc: `mode = "on"
+budget = "forever"
+workers = -2
+[rules]
+dirs = ["rules.d"]
+[protect]
+fs_types = ["nfs", "ext4", "proc"]
+exclude_uids = [-1]
+`,
+			want: []string{
+				`test.toml:1: mode: "on" is not allowed`,
+				`test.toml:2: budget: "forever" is not a duration`,
+				`test.toml:3: workers: -2 is out of range`,
+				`test.toml:5: rules.dirs: "rules.d" is a relative path`,
+				`test.toml:7: protect.fs_types: "nfs" is a network filesystem`,
+				`test.toml:7: protect.fs_types: "proc" is a pseudo filesystem`,
+				`test.toml:8: protect.exclude_uids: -1 is out of range`,
+			},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse([]byte(tt.doc), "test.toml")
+			if err == nil {
+				t.Fatalf("Parse succeeded, want errors %q", tt.want)
+			}
+			if diff := cmp.Diff(Config{}, got); diff != "" {
+				t.Errorf("Parse returned a config with its error (-want +got):\n%s", diff)
+			}
+			errs := splitErrors(err)
+			if len(errs) != len(tt.want) {
+				t.Fatalf("Parse returned %d errors, want %d:\n%v", len(errs), len(tt.want), err)
+			}
+			for i, e := range errs {
+				msg := e.Error()
+				if !strings.HasPrefix(msg, "test.toml:") {
+					t.Errorf("error %q does not start with the file name", msg)
+				}
+				if strings.Contains(msg, "\n") {
+					t.Errorf("error %q spans several lines", msg)
+				}
+				if !strings.Contains(msg, tt.want[i]) {
+					t.Errorf("error %d:\n got: %s\nwant: …%s…", i, msg, tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+// splitErrors returns the errors joined in err, or err alone.
+func splitErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tt := range []struct {
+		in     string
+		want   int64
+		wantOK bool
+	}{
+		{"0", 0, true},
+		{"1024", 1024, true},
+		{"1024B", 1024, true},
+		{"1k", 1 << 10, true},
+		{"1K", 1 << 10, true},
+		{"1KiB", 1 << 10, true},
+		{"1kb", 1000, true},
+		{"3M", 3 << 20, true},
+		{"3MiB", 3 << 20, true},
+		{"3MB", 3_000_000, true},
+		{"2G", 2 << 30, true},
+		{"2GiB", 2 << 30, true},
+		{"2GB", 2_000_000_000, true},
+		{"1T", 1 << 40, true},
+		{"1TB", 1e12, true},
+		{" 7 MiB ", 7 << 20, true},
+		{"9223372036854775807", 9223372036854775807, true},
+		{"9223372036854775808", 9223372036854775807, true},
+		{"9000000000G", 9223372036854775807, true},
+		{"", 0, false},
+		{"MiB", 0, false},
+		{"-1", 0, false},
+		{"+1", 0, false},
+		{"1.5M", 0, false},
+		{"1 M B", 0, false},
+		{"1Mi", 0, false},
+		{"0x10", 0, false},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			got, ok := parseSize(tt.in)
+			if ok != tt.wantOK || (ok && got != tt.want) {
+				t.Errorf("parseSize(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
+
+func TestRoundUpSecond(t *testing.T) {
+	const maxDuration = time.Duration(1<<63 - 1)
+	for _, tt := range []struct{ in, want time.Duration }{
+		{time.Second, time.Second},
+		{1500 * time.Millisecond, 2 * time.Second},
+		{time.Second + 1, 2 * time.Second},
+		{time.Hour, time.Hour},
+		{maxDuration, maxDuration - maxDuration%time.Second},
+	} {
+		if got := roundUpSecond(tt.in); got != tt.want {
+			t.Errorf("roundUpSecond(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,281 @@
+package policy
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+)
+
+// configError is one problem in a configuration file.
+type configError struct {
+	file string
+	line int    // 0: unknown
+	col  int    // 0: unknown
+	key  string // dotted key, or "" when msg names it or there is none
+	msg  string
+	err  error // the go-toml error behind it, if any
+}
+
+func (e *configError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.file)
+	if e.line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.line))
+		if e.col > 0 {
+			b.WriteString(":" + strconv.Itoa(e.col))
+		}
+	}
+	b.WriteString(": ")
+	if e.key != "" {
+		b.WriteString(e.key + ": ")
+	}
+	b.WriteString(e.msg)
+	return b.String()
+}
+
+func (e *configError) Unwrap() error { return e.err }
+
+// checker collects the problems found in one configuration file.
+type checker struct {
+	file string
+	data []byte
+	pos  map[string]keyPos // where each key is set; built on first use
+	errs []error
+}
+
+// err returns the problems found, in the order of the file, or nil.
+func (c *checker) err() error {
+	// Errors without a line (none are expected) go last.
+	line := func(e error) int {
+		if ce, ok := e.(*configError); ok && ce.line > 0 {
+			return ce.line
+		}
+		return math.MaxInt
+	}
+	slices.SortStableFunc(c.errs, func(a, b error) int { return cmp.Compare(line(a), line(b)) })
+	return errors.Join(c.errs...)
+}
+
+// fail records msg about key; elem is the index of the offending array
+// element, or -1 for the whole value.
+func (c *checker) fail(key string, elem int, msg string) {
+	c.errs = append(c.errs, &configError{file: c.file, line: c.line(key, elem), key: key, msg: msg})
+}
+
+// bad records that value v of key has a problem, and what the key allows.
+func (c *checker) bad(key string, elem int, v any, problem, want string) {
+	c.fail(key, elem, describe(v)+" "+problem+" (want "+want+")")
+}
+
+// line returns the line where key (or its element elem) is set, or 0.
+func (c *checker) line(key string, elem int) int {
+	if c.pos == nil {
+		c.pos = keyPositions(c.data)
+	}
+	p := c.pos[key]
+	if elem >= 0 && elem < len(p.elems) && p.elems[elem] > 0 {
+		return p.elems[elem]
+	}
+	return p.line
+}
+
+// unknownKey records a key or table that go-toml found no field for.
+func (c *checker) unknownKey(e *toml.DecodeError) {
+	line, _ := e.Position()
+	key := e.Key()
+	what := "key"
+	if strings.HasSuffix(e.Error(), "missing table") {
+		what = "table"
+	}
+	msg := fmt.Sprintf("unknown %s %s", what, quote(strings.Join(key, ".")))
+	switch {
+	case len(key) > 1 && isTopLevelKey(key[len(key)-1]):
+		msg += fmt.Sprintf(" (%s is a top-level key: move it above the first [table])", key[len(key)-1])
+	case len(key) > 0:
+		if known := knownKeys(key[:len(key)-1]); known != "" {
+			msg += " (" + known + ")"
+		}
+	}
+	c.errs = append(c.errs, &configError{file: c.file, line: line, msg: msg, err: e})
+}
+
+// decodeError converts an error that stopped go-toml: a syntax error, a
+// duplicate key, or a table given a value.
+func (c *checker) decodeError(e *toml.DecodeError) error {
+	line, col := e.Position()
+	key := strings.Join(e.Key(), ".")
+	msg := strings.TrimPrefix(e.Error(), "toml: ")
+	if t, ok := strings.CutPrefix(msg, "cannot decode TOML "); ok {
+		// Every value in rawConfig is an any: only a table can mismatch.
+		t, _, _ = strings.Cut(t, " into ")
+		msg = fmt.Sprintf("is a TOML %s (want a table, written [%s])", t, key)
+	} else if strings.Contains(msg, "array table") {
+		msg = fmt.Sprintf("is an array of tables (want a table, written [%s])", key)
+	} else if key == "" || strings.Contains(msg, key) {
+		key = ""
+	}
+	return &configError{file: c.file, line: line, col: col, key: key, msg: msg, err: e}
+}
+
+// knownKeys describes the keys allowed in the table at path (nil: the top
+// level), from rawConfig's field tags. It returns "" if path is not a table.
+func knownKeys(path []string) string {
+	t := reflect.TypeFor[rawConfig]()
+	for _, name := range path {
+		f, ok := fieldByTag(t, name)
+		if !ok || f.Type.Kind() != reflect.Struct {
+			return ""
+		}
+		t = f.Type
+	}
+	var keys, tables []string
+	for f := range t.Fields() {
+		name := f.Tag.Get("toml")
+		if f.Type.Kind() == reflect.Struct {
+			tables = append(tables, "["+name+"]")
+		} else {
+			keys = append(keys, name)
+		}
+	}
+	where := "at the top level"
+	if len(path) > 0 {
+		where = "in [" + strings.Join(path, ".") + "]"
+	}
+	s := "want one of " + strings.Join(keys, ", ") + " " + where
+	if len(tables) > 0 {
+		s += ", or the tables " + strings.Join(tables, ", ")
+	}
+	return s
+}
+
+// isTopLevelKey reports whether name is a key (not a table) at the top
+// level.
+func isTopLevelKey(name string) bool {
+	f, ok := fieldByTag(reflect.TypeFor[rawConfig](), name)
+	return ok && f.Type.Kind() != reflect.Struct
+}
+
+func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
+	for f := range t.Fields() {
+		if f.Tag.Get("toml") == tag {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// describe formats a decoded TOML value for an error message.
+func describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		return quote(v)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case float64:
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	case bool:
+		return strconv.FormatBool(v)
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	case time.Time, toml.LocalDate, toml.LocalTime, toml.LocalDateTime:
+		return fmt.Sprintf("the date %v", v)
+	}
+	return fmt.Sprintf("%v", v)
+}
+
+// quote quotes s for an error message, cut short if it is long.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// keyPos is where a key is set in a document.
+type keyPos struct {
+	line  int   // line of the key
+	elems []int // line of each element, if the value is an array
+}
+
+// keyPositions maps each dotted key set in data to where it is set. It is
+// a best effort, meant for error messages: data is expected to have been
+// decoded successfully, and a key it cannot place is left out.
+func keyPositions(data []byte) map[string]keyPos {
+	pos := make(map[string]keyPos)
+	var p unstable.Parser
+	p.Reset(data)
+	table := ""
+	for p.NextExpression() {
+		e := p.Expression()
+		switch e.Kind {
+		case unstable.Table, unstable.ArrayTable:
+			var line int
+			table, line = dottedKey(&p, e)
+			if _, ok := pos[table]; !ok {
+				pos[table] = keyPos{line: line}
+			}
+		case unstable.KeyValue:
+			addKeyValue(&p, pos, table, e)
+		}
+	}
+	return pos
+}
+
+// addKeyValue records the position of key-value kv, found in table, and of
+// the keys of an inline table it holds.
+func addKeyValue(p *unstable.Parser, pos map[string]keyPos, table string, kv *unstable.Node) {
+	key, line := dottedKey(p, kv)
+	if table != "" {
+		key = table + "." + key
+	}
+	kp := keyPos{line: line}
+	v := kv.Value()
+	switch v.Kind {
+	case unstable.Array:
+		for it := v.Children(); it.Next(); {
+			kp.elems = append(kp.elems, lineOf(p, it.Node()))
+		}
+	case unstable.InlineTable:
+		for it := v.Children(); it.Next(); {
+			if n := it.Node(); n.Kind == unstable.KeyValue {
+				addKeyValue(p, pos, key, n)
+			}
+		}
+	}
+	pos[key] = kp
+}
+
+// dottedKey returns the key of a table header or key-value, dotted, and
+// the line where it starts.
+func dottedKey(p *unstable.Parser, n *unstable.Node) (key string, line int) {
+	var parts []string
+	for it := n.Key(); it.Next(); {
+		k := it.Node()
+		if line == 0 {
+			line = lineOf(p, k)
+		}
+		parts = append(parts, string(k.Data))
+	}
+	return strings.Join(parts, "."), line
+}
+
+// lineOf returns the line where n starts, or 0 if the parser did not
+// record it.
+func lineOf(p *unstable.Parser, n *unstable.Node) int {
+	if n.Raw.Length == 0 {
+		return 0
+	}
+	return p.Shape(n.Raw).Start.Line
+}

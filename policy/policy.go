@@ -1,0 +1,84 @@
+// Package policy holds fanguard's configuration and the decisions it implies:
+// how a configuration file is read and validated, which opens are excluded
+// from scanning, and which verdict a scan result leads to.
+//
+// It must never touch the kernel or the file system beyond reading the
+// configuration file it is given: the daemon calls it on the event path.
+package policy
+
+import "time"
+
+// Verdict is the answer given to an open.
+type Verdict uint8
+
+const (
+	// Allow lets the open go ahead.
+	Allow Verdict = iota
+	// Deny makes the open fail (with EPERM).
+	Deny
+)
+
+// Mode says whether detections deny opens or are only logged.
+type Mode uint8
+
+const (
+	// Enforce denies opens of files that match a rule (unless the rule's
+	// metadata says action = "audit").
+	Enforce Mode = iota
+	// Audit logs detections and allows every open.
+	Audit
+)
+
+// Action is what a matching rule asks for, from its metadata "action".
+type Action uint8
+
+const (
+	// ActionDefault: the rule has no action metadata; treated as ActionDeny.
+	ActionDefault Action = iota
+	// ActionAudit: only log the match, even in enforce mode.
+	ActionAudit
+	// ActionDeny: deny the open ("deny" or "block").
+	ActionDeny
+	// ActionQuarantine: deny the open and quarantine the file.
+	ActionQuarantine
+)
+
+// Config is the daemon's configuration, as read from fanguard.toml (see
+// configs/fanguard.toml for what each key means). The zero value is not
+// valid; start from Default, or get one from Parse or Load, which return
+// only valid configurations.
+type Config struct {
+	Mode        Mode          // mode: "enforce" | "audit"
+	Budget      time.Duration // budget: longest time an open waits for its verdict
+	OnTimeout   Verdict       // on_timeout: verdict when the budget runs out
+	OnError     Verdict       // on_error: verdict when a file cannot be read or scanned
+	OnOversize  Verdict       // on_oversize: verdict for files above MaxFileSize
+	OnOverload  Verdict       // on_overload: verdict when MaxPending events are in flight
+	Workers     int           // workers: scan workers; 0 in the file means one per CPU (resolved by Parse)
+	MaxFileSize int64         // max_file_size: bytes; larger files are not scanned
+	MaxPending  int           // max_pending: events held at once (queued or scanning)
+	ScanTimeout time.Duration // scan_timeout: CPU bound for one YARA scan, whole seconds (Parse rounds up)
+
+	Rules   RulesConfig
+	Protect ProtectConfig
+	Log     LogConfig
+}
+
+// RulesConfig is the [rules] table.
+type RulesConfig struct {
+	Dirs []string // dirs: rule directories, later ones override earlier ones by file name
+}
+
+// ProtectConfig is the [protect] table.
+type ProtectConfig struct {
+	Paths        []string // paths: protect only the filesystems holding these paths (and mounts below them); empty: every local filesystem
+	FSTypes      []string // fs_types: filesystem types that are protected
+	ExcludePaths []string // exclude_paths: files at or below these paths are not scanned
+	ExcludeExe   []string // exclude_exe: opens by these executables are not scanned
+	ExcludeUIDs  []uint32 // exclude_uids: opens by processes with these real uids are not scanned
+}
+
+// LogConfig is the [log] table.
+type LogConfig struct {
+	Level string // level: "debug" | "info" | "warn" | "error"
+}

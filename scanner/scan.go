@@ -1,0 +1,268 @@
+package scanner
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fanguard/fanguard/policy"
+	"github.com/hillu/go-yara/v4"
+)
+
+// scanFlagsNoTryCatch is libyara's SCAN_FLAGS_NO_TRYCATCH, which go-yara
+// 4.2.4 does not name. Without it libyara 4.2.3 installs its own SIGSEGV
+// and SIGBUS handlers around every scan and restores the previous ones
+// afterwards; with concurrent scans the process-wide handlers get swapped
+// under the Go runtime, and a later Go panic (a nil dereference is a
+// SIGSEGV) was seen to hang the process. Scanning only memory that Go owns
+// (ScanMem, never a mapped file) makes the try/catch unnecessary.
+const scanFlagsNoTryCatch yara.ScanFlags = 4
+
+const (
+	// maxStringMatches caps the string matches reported per rule.
+	maxStringMatches = 16
+	// maxMatchData caps the bytes of matched data kept per string match.
+	maxMatchData = 64
+)
+
+// Match is a rule that matched. Each Match returned by Scan is the
+// caller's own (no memory is shared with the Scanner or other matches), so
+// it may be handed to other goroutines.
+type Match struct {
+	Rule      string            // rule identifier
+	Namespace string            // rule namespace: the rule file's name
+	File      string            // path of the rule file
+	Tags      []string          // rule tags
+	Meta      map[string]string // rule metadata, non-string values formatted
+	Action    policy.Action     // from the metadata "action"
+	Strings   []StringMatch     // at most 16 string matches
+}
+
+// StringMatch is one match of a rule's string, a plain value like Match.
+type StringMatch struct {
+	ID     string // string identifier, such as "$a"
+	Offset int64  // offset in the scanned buffer
+	Data   []byte // matched bytes, at most 64
+}
+
+// Vars are the values of the external variables for one scan. Rules see
+// them as filename, filepath, extension, filetype and owner. It is a plain
+// value, copied into the Scanner by Scan.
+type Vars struct {
+	Filename  string // base name of the file
+	Filepath  string // directory holding the file
+	Extension string // lower-case extension with the dot, such as ".exe"; "" if none
+	Filetype  string // see VarsFor
+	Owner     string // owner's user name
+}
+
+// Scanner scans buffers with a Ruleset. It belongs to one worker and is not
+// safe for concurrent use.
+type Scanner struct {
+	ys      *yara.Scanner
+	col     *collector
+	vars    Vars // values last defined in ys
+	varsSet bool // whether vars holds what ys has
+}
+
+// NewScanner returns a scanner for one worker. timeout bounds the CPU time
+// of one scan; YARA counts whole seconds, so it is rounded up (0 or less:
+// no bound). The scanner sets SCAN_FLAGS_NO_TRYCATCH (see the constant).
+func (rs *Ruleset) NewScanner(timeout time.Duration) (*Scanner, error) {
+	ys, err := yara.NewScanner(rs.rules)
+	if err != nil {
+		return nil, fmt.Errorf("creating YARA scanner: %w", err)
+	}
+	col := &collector{rs: rs}
+	ys.SetFlags(scanFlagsNoTryCatch).SetTimeout(roundUpSeconds(timeout)).SetCallback(col)
+	return &Scanner{ys: ys, col: col}, nil
+}
+
+// roundUpSeconds rounds d up to whole seconds, within what libyara's int
+// takes; d <= 0 gives 0 (no timeout).
+func roundUpSeconds(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	secs := d / time.Second
+	if d%time.Second != 0 {
+		secs++
+	}
+	return min(secs, math.MaxInt32) * time.Second
+}
+
+// errClosed is returned by Scan after Close.
+var errClosed = errors.New("scanner is closed")
+
+// Scan scans buf with v as the external variables and returns the rules
+// that matched, nil when none did. On an error (such as the YARA timeout)
+// it returns the matches found until then with the error.
+func (s *Scanner) Scan(buf []byte, v Vars) ([]Match, error) {
+	if s.ys == nil {
+		return nil, fmt.Errorf("scanning: %w", errClosed)
+	}
+	if err := s.setVars(v); err != nil {
+		return nil, err
+	}
+	err := s.ys.ScanMem(buf)
+	var out []Match
+	if len(s.col.matches) > 0 {
+		out = slices.Clone(s.col.matches)
+	}
+	clear(s.col.matches)
+	s.col.matches = s.col.matches[:0]
+	if err != nil {
+		return out, fmt.Errorf("scanning %d bytes: %w", len(buf), err)
+	}
+	return out, nil
+}
+
+// setVars defines the external variables that changed since the last scan.
+func (s *Scanner) setVars(v Vars) error {
+	values := [len(externals)]string{v.Filename, v.Filepath, v.Extension, v.Filetype, v.Owner}
+	old := [len(externals)]string{s.vars.Filename, s.vars.Filepath, s.vars.Extension, s.vars.Filetype, s.vars.Owner}
+	for i, name := range externals {
+		if s.varsSet && values[i] == old[i] {
+			continue
+		}
+		if err := s.ys.DefineVariable(name, values[i]); err != nil {
+			s.varsSet = false
+			return fmt.Errorf("setting external variable %s: %w", name, err)
+		}
+	}
+	s.vars, s.varsSet = v, true
+	return nil
+}
+
+// Close frees the scanner. Scan fails after Close; Close may be called
+// more than once.
+func (s *Scanner) Close() {
+	if s.ys != nil {
+		s.ys.Destroy()
+		s.ys = nil
+	}
+}
+
+// collector is the scan callback: it gathers the matching rules with their
+// metadata, keeping only the first string matches. Its slice is reused
+// across scans, so a clean scan allocates nothing here.
+type collector struct {
+	rs      *Ruleset
+	matches []Match
+}
+
+// RuleMatching implements yara.ScanCallback.
+func (c *collector) RuleMatching(sc *yara.ScanContext, r *yara.Rule) (bool, error) {
+	m := Match{Rule: r.Identifier(), Namespace: r.Namespace()}
+	if info, ok := c.rs.index[ruleKey{m.Namespace, m.Rule}]; ok {
+		m.File = info.file
+		m.Tags = slices.Clone(info.tags)
+		m.Meta = maps.Clone(info.meta)
+		m.Action = info.action
+	}
+	m.Strings = matchedStrings(sc, r)
+	c.matches = append(c.matches, m)
+	return false, nil
+}
+
+// matchedStrings returns the first maxStringMatches string matches of r,
+// each with at most maxMatchData bytes.
+func matchedStrings(sc *yara.ScanContext, r *yara.Rule) []StringMatch {
+	var out []StringMatch
+	for _, s := range r.Strings() {
+		for _, m := range s.Matches(sc) {
+			if len(out) == maxStringMatches {
+				return out
+			}
+			data := m.Data()
+			if len(data) > maxMatchData {
+				data = slices.Clone(data[:maxMatchData])
+			}
+			out = append(out, StringMatch{ID: s.Identifier(), Offset: m.Base() + m.Offset(), Data: data})
+		}
+	}
+	return out
+}
+
+// VarsFor returns the external variables for a file at path whose content
+// starts with head (16 bytes are enough), owned by the user named owner.
+//
+// Extension is the base name's last extension, lower-cased (ASCII letters
+// only, other bytes kept as they are), with the dot; leading dots do not
+// start an extension (".bashrc" has none). Filetype is one of:
+//
+//	"ELF"     ELF executable or object (\x7fELF)
+//	"PE"      DOS/Windows executable (MZ)
+//	"MACHO"   Mach-O, thin or fat (universal) binary
+//	"PDF"     PDF document (%PDF-)
+//	"ZIP"     ZIP archive (PK\x03\x04, PK\x05\x06, PK\x07\x08): also jar, docx, apk
+//	"GZIP"    gzip stream (\x1f\x8b)
+//	"SCRIPT"  interpreter script (#!)
+//	""        anything else
+func VarsFor(path string, head []byte, owner string) Vars {
+	var v Vars
+	if path != "" {
+		v.Filename = filepath.Base(path)
+		v.Filepath = filepath.Dir(path)
+	}
+	v.Extension = extension(v.Filename)
+	v.Filetype = filetype(head)
+	v.Owner = owner
+	return v
+}
+
+// extension returns the lower-case extension of a base name, with the dot.
+func extension(base string) string {
+	i := 0
+	for i < len(base) && base[i] == '.' {
+		i++
+	}
+	ext := filepath.Ext(base[i:])
+	if len(ext) <= 1 {
+		return ""
+	}
+	b := []byte(ext)
+	for j, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[j] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// filetype names the format of content starting with head (see VarsFor).
+func filetype(head []byte) string {
+	has := func(prefix string) bool { return len(head) >= len(prefix) && string(head[:len(prefix)]) == prefix }
+	switch {
+	case has("\x7fELF"):
+		return "ELF"
+	case has("MZ"):
+		return "PE"
+	case has("\xfe\xed\xfa\xce"), has("\xfe\xed\xfa\xcf"), has("\xce\xfa\xed\xfe"), has("\xcf\xfa\xed\xfe"):
+		return "MACHO"
+	case (has("\xca\xfe\xba\xbe") || has("\xca\xfe\xba\xbf")) && len(head) >= 8 && isFatCount(head[4:8]):
+		// Java class files share the magic; there the next word is a
+		// class file version (45 and up), not a small architecture count.
+		return "MACHO"
+	case has("%PDF-"):
+		return "PDF"
+	case has("PK\x03\x04"), has("PK\x05\x06"), has("PK\x07\x08"):
+		return "ZIP"
+	case has("\x1f\x8b"):
+		return "GZIP"
+	case has("#!"):
+		return "SCRIPT"
+	}
+	return ""
+}
+
+// isFatCount reports whether the big-endian word b looks like the number of
+// architectures in a fat Mach-O header.
+func isFatCount(b []byte) bool {
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	return n > 0 && n < 20
+}
