@@ -135,4 +135,3 @@ func quotePath(p string) string {
 	}
 	return q
 }
-
