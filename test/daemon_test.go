@@ -164,7 +164,7 @@ func TestBudget(t *testing.T) {
 			d := startDaemon(t, options{config: fmt.Sprintf("budget = %q\non_timeout = %q", budget, tt.onTimeout)})
 			const n = 4
 			for i := range n {
-				slowFile(t, filepath.Join(d.Dir, fmt.Sprintf("slow%d", i)), 100_000)
+				slowFile(t, filepath.Join(d.Dir, fmt.Sprintf("slow%d", i)), 50_000)
 			}
 			var wg sync.WaitGroup
 			for i := range n {
@@ -296,28 +296,47 @@ func TestEdgeFiles(t *testing.T) {
 		t.Errorf("raw escape byte in the log: %q", line)
 	}
 
-	// A file truncated while its (slow) scan runs: no crash, and the
-	// daemon still answers afterwards.
-	slow := filepath.Join(dir, "slow")
-	slowFile(t, slow, 60_000)
-	opened := make(chan error, 1)
+	// A file truncated and regrown again and again while it is opened and
+	// read by the daemon: every open is answered, the daemon survives (it
+	// reads with pread, never a mapping that would SIGBUS).
+	churn := filepath.Join(dir, "churn")
+	writeFile(t, churn, "", 0o644)
+	stopChurn := make(chan struct{})
+	churned := make(chan int)
 	go func() {
-		_, err := os.ReadFile(slow)
-		opened <- err
+		n := 0
+		for {
+			select {
+			case <-stopChurn:
+				churned <- n
+				return
+			default:
+			}
+			// truncate(2) opens nothing: no event, the daemon's read races it.
+			os.Truncate(churn, 900<<10)
+			os.Truncate(churn, 0)
+			n++
+		}
 	}()
-	time.Sleep(300 * time.Millisecond)
-	if err := os.Truncate(slow, 10); err != nil { // truncate does not open: no event
-		t.Fatal(err)
+	for i := range 50 {
+		start := time.Now()
+		if _, err := os.ReadFile(churn); err != nil {
+			t.Errorf("open %d of a file truncated under the scan: %v", i, err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("open %d took %v", i, took)
+		}
 	}
-	if err := <-opened; err != nil {
-		t.Errorf("file truncated during the scan: %v", err)
-	}
+	close(stopChurn)
+	t.Logf("file truncated %d times during 50 opens", <-churned)
 	if b, err := os.ReadFile(empty); err != nil || len(b) != 0 {
 		t.Errorf("after truncation: %q, %v", b, err)
 	}
 
+	// Kernel 6.18 sends no permission event for opens of FIFOs, so
+	// not_regular is not asserted here; the worker allows them if it does.
 	st := d.stop()
-	if st["not_regular"] < 1 || st["oversize"] < 1 {
+	if st["oversize"] < 1 || st["scans"] < 50 || st["errors"] != 0 {
 		t.Errorf("counters: %v", st)
 	}
 }

@@ -64,7 +64,7 @@ func buildAndRun(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "fanguard")
 	args := []string{"build", "-o", binary}
-	if raceEnabled {
+	if testutil.RaceEnabled {
 		args = append(args, "-race")
 	}
 	cmd := exec.Command("go", append(args, "../cmd/fanguard")...)
