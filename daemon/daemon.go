@@ -55,6 +55,9 @@ type Daemon struct {
 	pid    int32
 
 	group *fan.Group
+	// kern answers events and closes their fds: the group and fan.CloseFd,
+	// or a fake in unit tests.
+	kern  kernel
 	queue chan *job
 	jobs  sync.Pool
 	// inflight counts jobs alive: queued, scanning, or waiting for their
@@ -92,11 +95,22 @@ func New(opts Options) (*Daemon, error) {
 		excl:   policy.NewExclusions(opts.Config.Protect),
 		pid:    int32(os.Getpid()),
 		group:  g,
+		kern:   groupKernel{g},
 		queue:  make(chan *job, opts.Config.MaxPending),
 	}
 	d.jobs.New = func() any { return newJob(d) }
 	return d, nil
 }
+
+// kernel is the seam between the event path and the fanotify group.
+type kernel interface {
+	Respond(fd int32, allow bool) error
+	CloseFd(fd int32) error
+}
+
+type groupKernel struct{ *fan.Group }
+
+func (groupKernel) CloseFd(fd int32) error { return fan.CloseFd(fd) }
 
 // Stats returns the daemon's counters.
 func (d *Daemon) Stats() *Stats { return &d.stats }
@@ -258,7 +272,7 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		return
 	}
 	if !ev.IsPermission() {
-		fan.CloseFd(ev.Fd)
+		d.kern.CloseFd(ev.Fd)
 		return
 	}
 	d.stats.Events.Add(1)
@@ -284,10 +298,10 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 
 // answerNow answers an event on the fast path and closes its fd.
 func (d *Daemon) answerNow(fd int32, v policy.Verdict) {
-	if err := d.group.Respond(fd, v == policy.Allow); err != nil {
+	if err := d.kern.Respond(fd, v == policy.Allow); err != nil {
 		d.stats.AnswerErrors.Add(1)
 	}
-	fan.CloseFd(fd)
+	d.kern.CloseFd(fd)
 }
 
 // excluded checks the configured exclusions. Each check costs a system call

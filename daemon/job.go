@@ -49,7 +49,7 @@ func (j *job) answer(v policy.Verdict) bool {
 	if !j.answered.CompareAndSwap(false, true) {
 		return false
 	}
-	if err := j.d.group.Respond(j.fd, v == policy.Allow); err != nil {
+	if err := j.d.kern.Respond(j.fd, v == policy.Allow); err != nil {
 		j.d.stats.AnswerErrors.Add(1)
 	}
 	return true
@@ -81,7 +81,7 @@ func (j *job) release() {
 		return
 	}
 	d := j.d
-	fan.CloseFd(j.fd)
+	d.kern.CloseFd(j.fd)
 	j.fd = -1
 	d.inflight.Add(-1)
 	d.jobs.Put(j)

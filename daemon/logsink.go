@@ -16,7 +16,7 @@ import (
 // LogSink is safe for concurrent use.
 type LogSink struct {
 	w       io.Writer
-	queue   chan []byte
+	queue   chan *[]byte
 	free    sync.Pool
 	dropped atomic.Uint64
 	closed  atomic.Bool
@@ -29,7 +29,7 @@ func NewLogSink(w io.Writer, size int) *LogSink {
 	if size <= 0 {
 		size = 4096
 	}
-	s := &LogSink{w: w, queue: make(chan []byte, size), done: make(chan struct{})}
+	s := &LogSink{w: w, queue: make(chan *[]byte, size), done: make(chan struct{})}
 	go s.run()
 	return s
 }
@@ -40,9 +40,9 @@ func (s *LogSink) run() {
 		if b == nil {
 			return // Close's marker: everything before it is written
 		}
-		s.w.Write(b)
-		if cap(b) <= 4096 {
-			s.free.Put(b[:0])
+		s.w.Write(*b)
+		if cap(*b) <= 4096 {
+			s.free.Put(b)
 		}
 	}
 }
@@ -54,8 +54,11 @@ func (s *LogSink) Write(p []byte) (int, error) {
 		s.dropped.Add(1)
 		return len(p), nil
 	}
-	b, _ := s.free.Get().([]byte)
-	b = append(b[:0], p...)
+	b, _ := s.free.Get().(*[]byte)
+	if b == nil {
+		b = new([]byte)
+	}
+	*b = append((*b)[:0], p...)
 	select {
 	case s.queue <- b:
 	default:

@@ -1,0 +1,152 @@
+package daemon
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fanguard/fanguard/fan"
+	"github.com/fanguard/fanguard/policy"
+)
+
+// fakeKernel records answers and closes, and checks the order the kernel
+// needs: one answer per event, then one close.
+type fakeKernel struct {
+	t  *testing.T
+	mu sync.Mutex // guards the maps
+	// answers and closes count calls per fd.
+	answers map[int32]int
+	closes  map[int32]int
+	allowed map[int32]bool
+	// notification fds may be closed without an answer.
+	notification map[int32]bool
+}
+
+func newFakeKernel(t *testing.T) *fakeKernel {
+	return &fakeKernel{t: t, answers: map[int32]int{}, closes: map[int32]int{}, allowed: map[int32]bool{},
+		notification: map[int32]bool{}}
+}
+
+func (k *fakeKernel) Respond(fd int32, allow bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closes[fd] != 0 {
+		k.t.Errorf("fd %d answered after it was closed", fd)
+	}
+	k.answers[fd]++
+	k.allowed[fd] = allow
+	return nil
+}
+
+func (k *fakeKernel) CloseFd(fd int32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.answers[fd] == 0 && !k.notification[fd] {
+		k.t.Errorf("fd %d closed before it was answered", fd)
+	}
+	k.closes[fd]++
+	return nil
+}
+
+func testDaemon(t *testing.T, budget time.Duration) (*Daemon, *fakeKernel) {
+	k := newFakeKernel(t)
+	cfg := policy.Default()
+	cfg.Budget = budget
+	cfg.OnTimeout = policy.Allow
+	d := &Daemon{cfg: cfg, kern: k, log: zap.NewNop()}
+	d.jobs.New = func() any { return newJob(d) }
+	return d, k
+}
+
+// TestJobAnswerOnce races the worker's verdict against the deadline for
+// many events, with the worker finishing just before, at, or after the
+// budget: each event must be answered exactly once and closed exactly once,
+// after its answer, and the jobs must all be released.
+func TestJobAnswerOnce(t *testing.T) {
+	const budget = 2 * time.Millisecond
+	const n = 2000
+	d, k := testDaemon(t, budget)
+	var wg sync.WaitGroup
+	lateCount := 0
+	var mu sync.Mutex
+	for i := range n {
+		d.inflight.Add(1)
+		j := d.jobs.Get().(*job)
+		j.start(fan.Event{Fd: int32(i), Pid: 1}, time.Now())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(rand.Int64N(int64(2 * budget))))
+			if !j.finish(policy.Deny) {
+				mu.Lock()
+				lateCount++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for d.inflight.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := d.inflight.Load(); got != 0 {
+		t.Fatalf("%d jobs never released", got)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	denied := 0
+	for fd := range int32(n) {
+		if k.answers[fd] != 1 || k.closes[fd] != 1 {
+			t.Errorf("fd %d: %d answers, %d closes; want 1 and 1", fd, k.answers[fd], k.closes[fd])
+		}
+		if !k.allowed[fd] {
+			denied++
+		}
+	}
+	if timedOut := int(d.stats.TimedOut.Load()); timedOut != lateCount || denied != n-lateCount {
+		t.Errorf("timed out %d, late finishes %d, denied %d of %d", timedOut, lateCount, denied, n)
+	}
+	t.Logf("%d of %d answered by the deadline", lateCount, n)
+}
+
+// TestJobDeadline: a worker that never comes still gets its event answered
+// with on_timeout within the budget.
+func TestJobDeadline(t *testing.T) {
+	const budget = 50 * time.Millisecond
+	d, k := testDaemon(t, budget)
+	d.cfg.OnTimeout = policy.Deny
+	d.inflight.Add(1)
+	j := d.jobs.Get().(*job)
+	read := time.Now()
+	j.start(fan.Event{Fd: 7, Pid: 1}, read)
+	for {
+		k.mu.Lock()
+		answered := k.answers[7]
+		k.mu.Unlock()
+		if answered == 1 {
+			break
+		}
+		if time.Since(read) > budget+100*time.Millisecond {
+			t.Fatal("not answered within the budget")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if k.allowed[7] {
+		t.Error("answered allow, want on_timeout = deny")
+	}
+	k.mu.Lock()
+	closed := k.closes[7]
+	k.mu.Unlock()
+	if closed != 0 {
+		t.Error("fd closed while the worker still holds the job")
+	}
+	if j.finish(policy.Allow) {
+		t.Error("finish after the deadline reported its verdict as the answer")
+	}
+	if k.closes[7] != 1 || k.answers[7] != 1 {
+		t.Errorf("answers %d, closes %d; want 1 and 1", k.answers[7], k.closes[7])
+	}
+}
