@@ -37,8 +37,8 @@ type outcome struct {
 	path    string
 	size    int64
 	matches []scanner.Match
-	verdict policy.Verdict
-	late    bool // the budget ran out before the verdict
+	verdict policy.Verdict // the scan's verdict
+	late    bool           // the budget ran out first: on_timeout was the answer
 	err     error
 }
 
@@ -131,8 +131,9 @@ func (d *Daemon) logDetection(o *outcome) {
 	if u, err := fan.ProcUID(o.pid); err == nil {
 		uid = int64(u)
 	}
-	msg := "detection"
+	msg, answered := "detection", o.verdict
 	if o.late {
+		answered = d.cfg.OnTimeout
 		msg = "late detection: the budget ran out before the scan finished, the open was answered with on_timeout"
 	}
 	for _, m := range o.matches {
@@ -151,6 +152,7 @@ func (d *Daemon) logDetection(o *outcome) {
 			zap.String("exe", exe),
 			zap.Int64("uid", uid),
 			zap.Stringer("verdict", o.verdict),
+			zap.Stringer("answered", answered),
 			zap.Bool("late", o.late),
 			zap.Duration("elapsed", time.Since(o.read)),
 			zap.Strings("strings", strs),

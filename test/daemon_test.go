@@ -183,7 +183,7 @@ func TestBudget(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			d.waitLog(60*time.Second, "late detection", "test_slow", "slow0")
+			d.waitLog(60*time.Second, "late detection", "test_slow", "slow0", `"answered": "`+tt.onTimeout+`"`, `"late": true`)
 			st := d.stop()
 			if st["timed_out"] < n {
 				t.Errorf("timed_out = %v, want ≥ %d", st["timed_out"], n)

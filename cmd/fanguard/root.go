@@ -73,9 +73,5 @@ func (f *configFlags) load(explicit bool) (policy.Config, error) {
 }
 
 func loadRules(cfg policy.Config) (*scanner.Ruleset, error) {
-	rs, err := scanner.Load(scanner.LoadOptions{Dirs: cfg.Rules.Dirs})
-	if err != nil {
-		return nil, fmt.Errorf("loading rules: %w", err)
-	}
-	return rs, nil
+	return scanner.Load(scanner.LoadOptions{Dirs: cfg.Rules.Dirs})
 }
