@@ -243,6 +243,14 @@ func (d *Daemon) read() error {
 	var scratch [4096]byte
 	for {
 		n, err := d.group.Read(buf)
+		if errors.Is(err, fan.ErrEventDenied) {
+			// Not fatal, and no spin: each such read consumes one event.
+			if c := d.stats.KernelDenied.Add(1); c&(c-1) == 0 { // log the 1st, 2nd, 4th, 8th...
+				d.log.Error("the kernel denied an open it could not pass on (out of fds or memory?)",
+					zap.Uint64("count", c), zap.Error(err))
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}

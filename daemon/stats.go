@@ -24,6 +24,7 @@ type Stats struct {
 	Errors         atomic.Uint64 // answered with on_error: unreadable or unscannable
 	AnswerErrors   atomic.Uint64 // the kernel refused an answer
 	ParseErrors    atomic.Uint64 // malformed event records (fatal)
+	KernelDenied   atomic.Uint64 // events the kernel denied itself: it could not open an fd for us
 }
 
 func (s *Stats) fields() []zap.Field {
@@ -43,5 +44,6 @@ func (s *Stats) fields() []zap.Field {
 		zap.Uint64("errors", s.Errors.Load()),
 		zap.Uint64("answer_errors", s.AnswerErrors.Load()),
 		zap.Uint64("parse_errors", s.ParseErrors.Load()),
+		zap.Uint64("kernel_denied", s.KernelDenied.Load()),
 	}
 }

@@ -34,6 +34,11 @@ type Group struct {
 
 const closedBit = int64(1) << 62
 
+// ErrEventDenied is returned by Read when the kernel could not create the
+// fd of an event (for example EMFILE) and denied the event itself. It is
+// not fatal: the next Read goes on with the following events.
+var ErrEventDenied = errors.New("kernel denied an event it could not open")
+
 // GroupOptions configures NewGroup. The zero value is valid.
 type GroupOptions struct{}
 
@@ -44,6 +49,9 @@ func NewGroup(GroupOptions) (*Group, error) {
 	fd, err := unix.FanotifyInit(
 		unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_QUEUE|unix.FAN_UNLIMITED_MARKS,
 		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC|unix.O_NOATIME)
+	if err == unix.EPERM {
+		return nil, fmt.Errorf("creating fanotify group: %w (it needs root: CAP_SYS_ADMIN)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating fanotify group: %w", err)
 	}
@@ -108,10 +116,13 @@ func (g *Group) Read(buf []byte) (int, error) {
 			return 0, errors.New("reading fanotify events: unexpected end of file")
 		case err == unix.EINTR:
 			continue
-		case err != unix.EAGAIN:
-			// EMFILE/ENFILE and ENOMEM: the kernel answered the event it
-			// could not give us an fd for (with a denial) and keeps the rest.
+		case err == unix.EBADF || err == unix.EINVAL || err == unix.EFAULT:
 			return 0, fmt.Errorf("reading fanotify events: %w", err)
+		case err != unix.EAGAIN:
+			// The kernel could not open the first event's file for us
+			// (EMFILE, ENFILE, ENOMEM, or the file's own open error): it
+			// has denied that event itself and keeps the rest queued.
+			return 0, fmt.Errorf("%w: %w", ErrEventDenied, err)
 		}
 		if _, err := unix.Poll(fds[:], -1); err != nil && err != unix.EINTR {
 			return 0, fmt.Errorf("polling fanotify group: %w", err)

@@ -340,3 +340,61 @@ func TestEdgeFiles(t *testing.T) {
 		t.Errorf("counters: %v", st)
 	}
 }
+
+// TestFdExhaustion: with the daemon's fd limit far below the opens held at
+// once, the kernel denies what it cannot pass on; the daemon neither spins,
+// nor stalls, nor dies, and every open returns within the budget.
+func TestFdExhaustion(t *testing.T) {
+	const budget = time.Second
+	d := startDaemon(t, options{config: fmt.Sprintf("budget = %q", budget), nofile: 40})
+	const n = 64
+	for i := range n {
+		slowFile(t, filepath.Join(d.Dir, fmt.Sprintf("slow%d", i)), 2000) // about 0.2 s of scan each
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards denied
+	denied := 0
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			_, err := os.ReadFile(filepath.Join(d.Dir, fmt.Sprintf("slow%d", i)))
+			if took := time.Since(start); took > budget+500*time.Millisecond {
+				t.Errorf("open %d took %v", i, took)
+			}
+			if errors.Is(err, unix.EPERM) {
+				mu.Lock()
+				denied++
+				mu.Unlock()
+			} else if err != nil {
+				t.Errorf("open %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d of %d opens denied by the kernel for want of fds", denied, n)
+	if denied == 0 {
+		t.Error("no open was denied: the fd limit was not reached, the test tests nothing")
+	}
+	d.waitLog(5*time.Second, "the kernel denied an open")
+
+	// Once the held scans drain, the daemon protects as before.
+	bad := filepath.Join(d.Dir, "eicar.com")
+	writeFile(t, bad, eicar, 0o644)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := os.ReadFile(bad)
+		if errors.Is(err, unix.EPERM) && strings.Contains(d.Log(), "eicar.com") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("EICAR not detected 20 s after the storm: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	st := d.stop()
+	if st["kernel_denied"] < 1 {
+		t.Errorf("kernel_denied = %v", st["kernel_denied"])
+	}
+}

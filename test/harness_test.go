@@ -94,6 +94,7 @@ type options struct {
 	config string // extra TOML, top-level keys first
 	tables string // extra TOML tables
 	dir    string // protect this directory instead of a fresh tmpfs
+	nofile int    // if set, the daemon's RLIMIT_NOFILE (soft and hard)
 }
 
 // startDaemon mounts a tmpfs, writes a config that protects only it, runs
@@ -129,6 +130,9 @@ func startDaemon(t *testing.T, o options) *daemon {
 
 	d := &daemon{t: t, Dir: dir, exit: make(chan error, 1), logc: make(chan struct{}, 1)}
 	d.cmd = exec.Command(binary, "daemon", "--config", cfgPath)
+	if o.nofile > 0 {
+		d.cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" daemon --config "$1"`, o.nofile), binary, cfgPath)
+	}
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
