@@ -11,8 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Group is a fanotify group of the content class: it receives FAN_OPEN_PERM
-// events for the filesystems it marks and answers them.
+// Group is a fanotify group. A permission group (the content class)
+// receives FAN_OPEN_PERM events for the filesystems it marks and answers
+// them; a notification group receives FAN_CLOSE_WRITE events, which need
+// no answer.
 //
 // Read must be called from one goroutine at a time. Respond, Mark and
 // Shutdown are safe for concurrent use. The group's fd is closed once, by
@@ -20,7 +22,8 @@ import (
 // returns os.ErrClosed (the kernel has allowed every pending event by then).
 type Group struct {
 	fd   int
-	wake int // eventfd that interrupts Read
+	wake int    // eventfd that interrupts Read
+	mask uint64 // what MarkFilesystem asks for
 
 	// users counts Respond and Mark calls in progress; closedBit is set by
 	// Close, which then waits for users to reach zero before closing fd.
@@ -39,15 +42,24 @@ const closedBit = int64(1) << 62
 // not fatal: the next Read goes on with the following events.
 var ErrEventDenied = errors.New("kernel denied an event it could not open")
 
-// GroupOptions configures NewGroup. The zero value is valid.
-type GroupOptions struct{}
+// GroupOptions configures NewGroup. The zero value is a permission group.
+type GroupOptions struct {
+	// Notification makes a group in the notification class that reports
+	// FAN_CLOSE_WRITE (a file open for writing was closed) instead of
+	// holding opens.
+	Notification bool
+}
 
-// NewGroup creates a fanotify group in the content class with an unlimited
-// queue and unlimited marks; event fds are opened read-only, close-on-exec
-// and without updating atime. It needs CAP_SYS_ADMIN.
-func NewGroup(GroupOptions) (*Group, error) {
+// NewGroup creates a fanotify group with an unlimited queue and unlimited
+// marks; event fds are opened read-only, close-on-exec and without
+// updating atime. It needs CAP_SYS_ADMIN.
+func NewGroup(opts GroupOptions) (*Group, error) {
+	class, mask := uint(unix.FAN_CLASS_CONTENT), uint64(unix.FAN_OPEN_PERM)
+	if opts.Notification {
+		class, mask = unix.FAN_CLASS_NOTIF, unix.FAN_CLOSE_WRITE
+	}
 	fd, err := unix.FanotifyInit(
-		unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_QUEUE|unix.FAN_UNLIMITED_MARKS,
+		class|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_QUEUE|unix.FAN_UNLIMITED_MARKS,
 		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC|unix.O_NOATIME)
 	if err == unix.EPERM {
 		return nil, fmt.Errorf("creating fanotify group: %w (it needs root: CAP_SYS_ADMIN)", err)
@@ -60,7 +72,7 @@ func NewGroup(GroupOptions) (*Group, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("creating eventfd: %w", err)
 	}
-	return &Group{fd: fd, wake: wake, idle: make(chan struct{})}, nil
+	return &Group{fd: fd, wake: wake, mask: mask, idle: make(chan struct{})}, nil
 }
 
 func (g *Group) acquire() bool {
@@ -81,19 +93,56 @@ func (g *Group) release() {
 	}
 }
 
-// MarkFilesystem marks the filesystem (superblock) holding path for
-// FAN_OPEN_PERM: every open of a file on it, through any mount, waits for an
-// answer. Marking a filesystem twice is harmless.
+// MarkFilesystem marks the filesystem (superblock) holding path, through
+// any mount: for FAN_OPEN_PERM in a permission group (every open of a file
+// on it waits for an answer), for FAN_CLOSE_WRITE in a notification group.
+// Marking a filesystem twice is harmless.
 func (g *Group) MarkFilesystem(path string) error {
+	if err := g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, g.mask, unix.AT_FDCWD, path); err != nil {
+		return fmt.Errorf("marking filesystem of %s: %w", path, err)
+	}
+	return nil
+}
+
+// Ignore adds an evictable ignore mark for FAN_OPEN_PERM on the inode behind
+// fd (an event fd): later opens of that inode produce no event, until the
+// kernel clears the mark on the next modification (write, truncate,
+// fallocate, O_TRUNC...) or evicts the inode. The kernel silently adds no
+// mark while some process holds the inode open for writing: the caller
+// cannot tell, and must not rely on the mark alone.
+func (g *Group) Ignore(fd int32) error {
+	err := g.mark(unix.FAN_MARK_ADD|unix.FAN_MARK_IGNORE|unix.FAN_MARK_EVICTABLE, unix.FAN_OPEN_PERM, int(fd), "")
+	if err != nil {
+		return fmt.Errorf("adding ignore mark on fd %d: %w", fd, err)
+	}
+	return nil
+}
+
+// Unignore removes the ignore mark of the inode behind fd. It returns an
+// error wrapping unix.ENOENT when the inode has none.
+func (g *Group) Unignore(fd int32) error {
+	if err := g.mark(unix.FAN_MARK_REMOVE|unix.FAN_MARK_IGNORE, unix.FAN_OPEN_PERM, int(fd), ""); err != nil {
+		return fmt.Errorf("removing ignore mark on fd %d: %w", fd, err)
+	}
+	return nil
+}
+
+// FlushInodeMarks removes every inode mark of the group at once — all the
+// ignore marks, that is, every verdict cached in the kernel. Filesystem
+// marks stay.
+func (g *Group) FlushInodeMarks() error {
+	if err := g.mark(unix.FAN_MARK_FLUSH, 0, unix.AT_FDCWD, ""); err != nil {
+		return fmt.Errorf("flushing inode marks: %w", err)
+	}
+	return nil
+}
+
+func (g *Group) mark(flags uint, mask uint64, dirFd int, path string) error {
 	if !g.acquire() {
 		return os.ErrClosed
 	}
 	defer g.release()
-	err := unix.FanotifyMark(g.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, unix.FAN_OPEN_PERM, unix.AT_FDCWD, path)
-	if err != nil {
-		return fmt.Errorf("marking filesystem of %s: %w", path, err)
-	}
-	return nil
+	return unix.FanotifyMark(g.fd, flags, mask, dirFd, path)
 }
 
 // Read reads whole event records into buf, blocking until there is at least

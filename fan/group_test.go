@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,5 +146,169 @@ func TestProcHelpers(t *testing.T) {
 	})
 	if allocs != 0 && !testutil.RaceEnabled {
 		t.Errorf("proc helpers allocate %v times, want 0", allocs)
+	}
+}
+
+// TestIgnoreMarks: an ignore mark added through an event fd silences later
+// opens of that inode until it is modified, removed or flushed; a
+// notification group reports the close of a writer.
+func TestIgnoreMarks(t *testing.T) {
+	dir := testutil.MountTmpfs(t)
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGroup(GroupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	notif, err := NewGroup(GroupOptions{Notification: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notif.Close()
+	for _, gr := range []*Group{g, notif} {
+		if err := gr.MarkFilesystem(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	events := make(chan FileInfo, 100)
+	ignore := make(chan bool, 1) // whether to ignore the next event's inode
+	serve(t, g, func(ev Event) bool {
+		fi, err := StatFd(ev.Fd)
+		if err != nil {
+			t.Errorf("StatFd: %v", err)
+		}
+		select {
+		case <-ignore:
+			if err := g.Ignore(ev.Fd); err != nil {
+				t.Errorf("Ignore: %v", err)
+			}
+		default:
+		}
+		events <- fi
+		return true
+	})
+	serve(t, notif, func(ev Event) bool {
+		t.Error("notification group delivered a permission event")
+		return true
+	})
+
+	open := func() int { // opens path for reading, returns the events it caused
+		t.Helper()
+		if _, err := os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for {
+			select {
+			case <-events:
+				n++
+			case <-time.After(50 * time.Millisecond):
+				return n
+			}
+		}
+	}
+
+	if n := open(); n != 1 {
+		t.Fatalf("first open: %d events, want 1", n)
+	}
+	ignore <- true
+	if n := open(); n != 1 {
+		t.Fatalf("open that adds the ignore mark: %d events, want 1", n)
+	}
+	if n := open(); n != 0 {
+		t.Errorf("open of an ignored inode: %d events, want 0", n)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n := open(); n != 0 {
+		t.Errorf("open after chmod: %d events, want 0 (chmod keeps the mark)", n)
+	}
+	if err := os.Truncate(path, 3); err != nil {
+		t.Fatal(err)
+	}
+	if n := open(); n != 1 {
+		t.Errorf("open after truncate: %d events, want 1 (a modification clears the mark)", n)
+	}
+
+	ignore <- true
+	open()
+	if n := open(); n != 0 {
+		t.Fatalf("ignored again: %d events", n)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Unignore(int32(f.Fd())); err != nil {
+		t.Errorf("Unignore: %v", err)
+	}
+	if err := g.Unignore(int32(f.Fd())); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("second Unignore: %v, want ENOENT", err)
+	}
+	f.Close()
+	if n := open(); n != 1 {
+		t.Errorf("open after Unignore: %d events, want 1", n)
+	}
+
+	ignore <- true
+	open()
+	if err := g.FlushInodeMarks(); err != nil {
+		t.Fatal(err)
+	}
+	if n := open(); n != 1 {
+		t.Errorf("open after FlushInodeMarks: %d events, want 1", n)
+	}
+}
+
+// TestCloseWriteEvents: the notification group reports a writer's close
+// with an fd on the written file, and nothing for a reader's close.
+func TestCloseWriteEvents(t *testing.T) {
+	dir := testutil.MountTmpfs(t)
+	path := filepath.Join(dir, "w")
+	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notif, err := NewGroup(GroupOptions{Notification: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notif.Close()
+	if err := notif.MarkFilesystem(dir); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, err := notif.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, size, err := ParseEvent(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer CloseFd(ev.Fd)
+	if ev.Mask != unix.FAN_CLOSE_WRITE || ev.IsPermission() || size != n {
+		t.Errorf("event %+v (%d of %d bytes), want one FAN_CLOSE_WRITE", ev, size, n)
+	}
+	fi, err := StatFd(ev.Fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := want.Sys().(*syscall.Stat_t); fi.ID.Ino != st.Ino || fi.ID.Dev != st.Dev {
+		t.Errorf("event file %+v, want ino %d dev %d", fi.ID, st.Ino, st.Dev)
 	}
 }

@@ -24,6 +24,7 @@ const (
 	minFileSize    = 1 << 10 // 1 KiB
 	maxFileSize    = 4 << 30 // 4 GiB
 	maxMaxPending  = 1 << 20
+	maxCacheSize   = 1 << 26
 )
 
 // What each key allows, as error messages print it.
@@ -34,6 +35,7 @@ const (
 	wantFileSize    = `a size from "1KiB" to "4GiB": an integer number of bytes or a string such as "32MiB", "512KiB", "1GiB" or "10M"`
 	wantMaxPending  = `an integer from 1 to 1048576`
 	wantLevel       = `"debug", "info", "warn" or "error"`
+	wantCache       = `an integer from 0 (no daemon cache) to 67108864`
 	wantUIDs        = `an array of integers from 0 to 4294967295, such as [0, 1000]`
 )
 
@@ -57,7 +59,8 @@ func Default() Config {
 		Protect: ProtectConfig{
 			FSTypes: defaultFSTypes(),
 		},
-		Log: LogConfig{Level: "info"},
+		Cache: CacheConfig{Entries: 1_000_000},
+		Log:   LogConfig{Level: "info"},
 	}
 }
 
@@ -135,7 +138,12 @@ type rawConfig struct {
 
 	Rules   rawRules   `toml:"rules"`
 	Protect rawProtect `toml:"protect"`
+	Cache   rawCache   `toml:"cache"`
 	Log     rawLog     `toml:"log"`
+}
+
+type rawCache struct {
+	Entries any `toml:"entries"`
 }
 
 type rawRules struct {
@@ -222,6 +230,10 @@ func (c *checker) convert(raw *rawConfig) Config {
 	}
 	if uids, ok := c.uids("protect.exclude_uids", raw.Protect.ExcludeUIDs); ok {
 		p.ExcludeUIDs = uids
+	}
+
+	if n, ok := c.integer("cache.entries", raw.Cache.Entries, 0, maxCacheSize, wantCache); ok {
+		cfg.Cache.Entries = int(n)
 	}
 
 	if s, ok := c.str("log.level", raw.Log.Level, wantLevel); ok {

@@ -31,7 +31,8 @@ func TestDefault(t *testing.T) {
 		Protect: ProtectConfig{
 			FSTypes: []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "vfat", "exfat", "f2fs", "iso9660"},
 		},
-		Log: LogConfig{Level: "info"},
+		Cache: CacheConfig{Entries: 1_000_000},
+		Log:   LogConfig{Level: "info"},
 	}
 	if diff := cmp.Diff(want, Default()); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -69,7 +70,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"mode", "budget", "on_timeout", "on_error", "on_oversize", "on_overload",
 		"workers", "max_file_size", "max_pending", "scan_timeout", "rules.dirs",
 		"protect.paths", "protect.fs_types", "protect.exclude_paths",
-		"protect.exclude_exe", "protect.exclude_uids", "log.level",
+		"protect.exclude_exe", "protect.exclude_uids", "cache.entries", "log.level",
 	} {
 		p, ok := pos[key]
 		if !ok {
@@ -387,7 +388,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "mdoe = \"audit\"\n",
-			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, scan_timeout at the top level, or the tables [rules], [protect], [log])`},
+			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, scan_timeout at the top level, or the tables [rules], [protect], [cache], [log])`},
 		},
 		{
 			name: "top-level key below a table",
@@ -509,6 +510,11 @@ func TestParseErrors(t *testing.T) {
 			name: "workers float",
 			doc:  `workers = 1.5`,
 			want: []string{`workers: 1.5 is not an integer`},
+		},
+		{
+			name: "cache.entries negative",
+			doc:  "[cache]\nentries = -1",
+			want: []string{`test.toml:2: cache.entries: -1 is out of range (want an integer from 0 (no daemon cache) to 67108864)`},
 		},
 		{
 			name: "max_pending zero",

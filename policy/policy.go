@@ -61,6 +61,7 @@ type Config struct {
 
 	Rules   RulesConfig
 	Protect ProtectConfig
+	Cache   CacheConfig
 	Log     LogConfig
 }
 
@@ -76,6 +77,14 @@ type ProtectConfig struct {
 	ExcludePaths []string // exclude_paths: files at or below these paths are not scanned
 	ExcludeExe   []string // exclude_exe: opens by these executables are not scanned
 	ExcludeUIDs  []uint32 // exclude_uids: opens by processes with these real uids are not scanned
+}
+
+// CacheConfig is the [cache] table.
+type CacheConfig struct {
+	// Entries bounds the daemon's verdict cache (files it has judged, by
+	// device and inode). 0 disables the daemon cache; the kernel cache
+	// (ignore marks) works either way.
+	Entries int // entries
 }
 
 // LogConfig is the [log] table.
