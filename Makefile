@@ -5,6 +5,8 @@
 #   make test    go vet, staticcheck and every test with -race (root tests need root)
 #   make fuzz    run each fuzz target for FUZZTIME
 #   make install install the binary, the default config and rules
+#   make bench   build, then test/bench/bench.sh: on-access cost vs no daemon and vs yara,
+#                writes BENCHMARKS.md; needs root; BENCHFLAGS="-n 2000 -k 5" to change it
 
 GO        ?= go
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -12,10 +14,11 @@ LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 20s
 PREFIX    ?= /usr
 STATICCHECK_VERSION ?= v0.7.0
+BENCHFLAGS ?=
 
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test vet staticcheck fuzz install clean
+.PHONY: all deps build run test vet staticcheck fuzz install bench clean
 
 all: build
 
@@ -52,6 +55,9 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/fanguard/rules.d $(DESTDIR)/etc/fanguard/rules.d
 	install -m 0644 configs/rules.d/*.yar $(DESTDIR)$(PREFIX)/lib/fanguard/rules.d/
 	test -e $(DESTDIR)/etc/fanguard/fanguard.toml || install -m 0644 configs/fanguard.toml $(DESTDIR)/etc/fanguard/fanguard.toml
+
+bench: build
+	./test/bench/bench.sh -b bin/fanguard $(BENCHFLAGS)
 
 clean:
 	rm -rf bin

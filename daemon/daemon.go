@@ -31,6 +31,8 @@ type Options struct {
 	Config policy.Config
 	// Rules is the compiled rule set; required.
 	Rules *scanner.Ruleset
+	// LoadRules compiles the rules anew for Reload; nil makes Reload fail.
+	LoadRules func() (*scanner.Ruleset, error)
 	// Logger receives the daemon's log. It must not block (see LogSink);
 	// nil discards.
 	Logger *zap.Logger
@@ -44,32 +46,51 @@ type Options struct {
 }
 
 // Daemon is the running pipeline. Create it with New and start it with
-// Run; it is not reusable after Run returns.
+// Run; it is not reusable after Run returns. Reload and LogStats are safe
+// to call from any goroutine while it runs.
 type Daemon struct {
-	cfg    policy.Config
-	rules  *scanner.Ruleset
-	log    *zap.Logger
-	ready  func()
-	owners map[uint32]string
-	excl   *policy.Exclusions
-	pid    int32
+	cfg       policy.Config
+	log       *zap.Logger
+	ready     func()
+	owners    map[uint32]string
+	excl      *policy.Exclusions
+	pid       int32
+	loadRules func() (*scanner.Ruleset, error)
 
-	group *fan.Group
-	// kern answers events and closes their fds: the group and fan.CloseFd,
-	// or a fake in unit tests.
+	rules    atomic.Pointer[ruleSet] // in force; swapped whole by Reload
+	reloadMu sync.Mutex              // serializes reloads
+
+	group *fan.Group // permission events
+	notif *fan.Group // writers' closes, to invalidate cached verdicts
+	// kern is the seam to the kernel for the event path: the group and
+	// fan's fd functions, or a fake in unit tests.
 	kern  kernel
+	cache *verdictCache
 	queue chan *job
 	jobs  sync.Pool
-	// inflight counts jobs alive: queued, scanning, or waiting for their
-	// timer. Only the reader increments it, so checking it against
-	// MaxPending before an increment is race-free.
+	// inflight counts jobs alive: queued, scanning, waiting for a scan of
+	// the same file, or waiting for their timer. Only the reader
+	// increments it, so checking it against MaxPending before an
+	// increment is race-free.
 	inflight atomic.Int64
+
+	scansMu sync.Mutex // guards scans and the leaders' followers and dirty flags
+	// scans holds the job whose scan runs for each file: opens of the same
+	// file and stamp wait for its verdict instead of scanning again.
+	scans map[fan.FileID]*job
 
 	stats Stats
 }
 
-// New prepares a daemon: it creates the fanotify group and the scanners,
-// but places no marks. It needs CAP_SYS_ADMIN.
+// ruleSet is a compiled rule set and its generation: cached verdicts of
+// another generation are stale.
+type ruleSet struct {
+	rs  *scanner.Ruleset
+	gen uint64
+}
+
+// New prepares a daemon: it creates the fanotify groups, but places no
+// marks. It needs CAP_SYS_ADMIN.
 func New(opts Options) (*Daemon, error) {
 	if opts.Rules == nil {
 		return nil, errors.New("creating daemon: no rules")
@@ -86,69 +107,114 @@ func New(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{
-		cfg:    opts.Config,
-		rules:  opts.Rules,
-		log:    log,
-		ready:  ready,
-		owners: opts.Owners,
-		excl:   policy.NewExclusions(opts.Config.Protect),
-		pid:    int32(os.Getpid()),
-		group:  g,
-		kern:   groupKernel{g},
-		queue:  make(chan *job, opts.Config.MaxPending),
+	notif, err := fan.NewGroup(fan.GroupOptions{Notification: true})
+	if err != nil {
+		g.Close()
+		return nil, err
 	}
+	d := &Daemon{
+		cfg:       opts.Config,
+		log:       log,
+		ready:     ready,
+		owners:    opts.Owners,
+		excl:      policy.NewExclusions(opts.Config.Protect),
+		pid:       int32(os.Getpid()),
+		loadRules: opts.LoadRules,
+		group:     g,
+		notif:     notif,
+		kern:      groupKernel{g},
+		queue:     make(chan *job, opts.Config.MaxPending),
+		scans:     make(map[fan.FileID]*job),
+	}
+	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
+	d.rules.Store(&ruleSet{rs: opts.Rules, gen: 1})
 	d.jobs.New = func() any { return newJob(d) }
 	return d, nil
 }
 
-// kernel is the seam between the event path and the fanotify group.
+// kernel is the seam between the event path and the kernel.
 type kernel interface {
 	Respond(fd int32, allow bool) error
+	Ignore(fd int32) error
+	Unignore(fd int32) error
 	CloseFd(fd int32) error
+	Stat(fd int32) (fan.FileInfo, error)
 }
 
 type groupKernel struct{ *fan.Group }
 
-func (groupKernel) CloseFd(fd int32) error { return fan.CloseFd(fd) }
+func (groupKernel) CloseFd(fd int32) error              { return fan.CloseFd(fd) }
+func (groupKernel) Stat(fd int32) (fan.FileInfo, error) { return fan.StatFd(fd) }
 
 // Stats returns the daemon's counters.
 func (d *Daemon) Stats() *Stats { return &d.stats }
 
+// LogStats logs the counters (on SIGUSR1, say).
+func (d *Daemon) LogStats() { d.log.Info("stats", d.stats.fields()...) }
+
+// Reload compiles the rules again and puts them in force: scans running
+// finish with the old rules, new scans use the new ones, and every cached
+// verdict becomes stale (the kernel's ignore marks are flushed, the
+// daemon's entries carry the old generation). If the rules cannot be
+// loaded, the rules in force stay and the error says why.
+func (d *Daemon) Reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if d.loadRules == nil {
+		return errors.New("reloading rules: no way to load them")
+	}
+	rs, err := d.loadRules()
+	if err != nil {
+		d.log.Error("reloading rules failed, the rules in force stay", zap.Error(err))
+		return fmt.Errorf("reloading rules: %w", err)
+	}
+	for _, b := range rs.Broken {
+		d.log.Error("rule file left out", zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
+	}
+	gen := d.rules.Load().gen + 1
+	d.rules.Store(&ruleSet{rs: rs, gen: gen})
+	// After the swap: a worker that adds a mark for the old rules after
+	// this flush sees the new generation and removes it (see keep).
+	if err := d.group.FlushInodeMarks(); err != nil {
+		d.log.Error("cannot flush the kernel's cached verdicts", zap.Error(err))
+	} else {
+		d.stats.KernelFlushes.Add(1)
+	}
+	d.stats.Reloads.Add(1)
+	d.log.Info("rules reloaded", zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)), zap.Uint64("generation", gen))
+	return nil
+}
+
 // Run places the marks, reports readiness, and serves events until ctx is
 // done or the reader fails. On the way out it stops reading, lets the
 // workers answer what is pending (each event still within its budget), and
-// closes the group, upon which the kernel allows anything left.
+// closes the groups, upon which the kernel allows anything left.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.group.Close()
+	defer d.notif.Close()
 
 	// Zoneinfo is loaded lazily on first use; load it now, before any mark,
 	// so that no later log line opens /etc/localtime (design §1, rule 3).
 	_, _ = time.Now().Zone()
 
 	var workers sync.WaitGroup
-	for i := range d.cfg.Workers {
-		s, err := d.rules.NewScanner(d.cfg.ScanTimeout)
-		if err != nil {
-			close(d.queue)
-			workers.Wait()
-			return fmt.Errorf("creating scanner %d: %w", i, err)
-		}
-		w := &worker{d: d, scanner: s}
+	for range d.cfg.Workers {
+		w := &worker{d: d}
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
 			w.run()
 		}()
 	}
-
 	readerErr := make(chan error, 1)
 	go func() { readerErr <- d.read() }()
+	writesDone := make(chan error, 1)
+	go func() { writesDone <- d.watchWrites() }()
 
 	marker, err := fan.NewMarker(fan.MarkerOptions{
 		FSTypes: d.cfg.Protect.FSTypes,
 		Paths:   d.cfg.Protect.Paths,
-		Mark:    d.group.MarkFilesystem,
+		Mark:    d.markFilesystem,
 		Report:  d.reportMark,
 	})
 	if err == nil {
@@ -167,12 +233,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	markerDone := make(chan error, 1)
 	go func() { markerDone <- marker.Run() }()
 
+	rules := d.rules.Load().rs
 	d.log.Info("protecting",
 		zap.Int("filesystems", len(marker.Marked())),
-		zap.Int("rules", d.rules.Count),
+		zap.Int("rules", rules.Count),
 		zap.Int("workers", d.cfg.Workers),
 		zap.Duration("budget", d.cfg.Budget),
-		zap.Stringer("mode", d.cfg.Mode))
+		zap.Stringer("mode", d.cfg.Mode),
+		zap.Int("cache_entries", d.cfg.Cache.Entries))
 	d.ready()
 
 	var runErr error
@@ -180,6 +248,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-readerErr:
 		readerErr <- runErr // for shutdown
+	case runErr = <-writesDone:
+		runErr = fmt.Errorf("watching writes: %w", runErr)
 	case runErr = <-markerDone:
 		if runErr == nil {
 			runErr = errors.New("mount watcher stopped")
@@ -195,10 +265,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return runErr
 }
 
+// markFilesystem marks a filesystem in both groups: for its opens and for
+// its writers' closes.
+func (d *Daemon) markFilesystem(path string) error {
+	if err := d.notif.MarkFilesystem(path); err != nil {
+		return err
+	}
+	return d.group.MarkFilesystem(path)
+}
+
 // shutdown stops the reader, lets the workers drain the queue for at most
 // the budget plus a second (every event is answered by then: by its worker
-// or by its deadline), and closes the group. It returns the reader's error,
-// if it failed.
+// or by its deadline), and closes the groups. It returns the reader's
+// error, if it failed.
 func (d *Daemon) shutdown(readerErr chan error, workers *sync.WaitGroup) error {
 	d.group.Shutdown()
 	err := <-readerErr
@@ -218,6 +297,7 @@ func (d *Daemon) shutdown(readerErr chan error, workers *sync.WaitGroup) error {
 			zap.Int64("inflight", d.inflight.Load()))
 	}
 	d.group.Close()
+	d.notif.Close()
 	return err
 }
 
@@ -229,9 +309,9 @@ func (d *Daemon) reportMark(m fan.Mount, err error) {
 	d.log.Info("protecting filesystem", zap.String("mount", m.Point), zap.String("type", m.FSType), zap.String("source", m.Source))
 }
 
-// readBufferSize bounds one read from the group: the kernel creates an fd
-// for every event it copies out, so this also bounds the fds one read can
-// add (about 680 records of 24 bytes).
+// readBufferSize bounds one read from a group: the kernel creates an fd for
+// every event it copies out, so this also bounds the fds one read can add
+// (about 680 records of 24 bytes).
 const readBufferSize = 16 << 10
 
 // read is the reader: it reads event records, answers what the fast path
@@ -270,7 +350,10 @@ func (d *Daemon) read() error {
 	}
 }
 
-// handle is the fast path for one event.
+// handle is the fast path for one event: it answers at once what needs no
+// scan (the daemon's own opens, exclusions, files that are not regular or
+// too large, verdicts in the cache, overload), attaches the event to a scan
+// of the same file already running, or queues a scan.
 func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 	if ev.IsOverflow() {
 		d.stats.Overflows.Add(1)
@@ -284,32 +367,151 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		return
 	}
 	d.stats.Events.Add(1)
-	switch {
-	case ev.Pid == d.pid:
+	if ev.Pid == d.pid {
 		d.stats.OwnPid.Add(1)
-		d.answerNow(ev.Fd, policy.Allow)
+		d.answerNow(ev.Fd, policy.Allow, now)
 		return
-	case d.excluded(ev, scratch):
+	}
+	if d.excluded(ev, scratch) {
 		d.stats.Excluded.Add(1)
-		d.answerNow(ev.Fd, policy.Allow)
+		d.answerNow(ev.Fd, policy.Allow, now)
 		return
-	case d.inflight.Load() >= int64(d.cfg.MaxPending):
+	}
+	fi, err := d.kern.Stat(ev.Fd)
+	switch {
+	case err != nil:
+		d.stats.Errors.Add(1)
+		d.answerNow(ev.Fd, d.cfg.OnError, now)
+		return
+	case !fi.IsRegular():
+		d.stats.NotRegular.Add(1)
+		d.answerNow(ev.Fd, policy.Allow, now)
+		return
+	case fi.Stamp.Size > d.cfg.MaxFileSize:
+		d.stats.Oversize.Add(1)
+		d.answerNow(ev.Fd, d.cfg.OnOversize, now)
+		return
+	}
+	if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, d.rules.Load().gen); ok {
+		d.answerNow(ev.Fd, v, now)
+		if det != nil {
+			d.cachedDetection(ev, v, det)
+		}
+		return
+	}
+	if d.inflight.Load() >= int64(d.cfg.MaxPending) {
 		d.stats.Overloaded.Add(1)
-		d.answerNow(ev.Fd, d.cfg.OnOverload)
+		d.answerNow(ev.Fd, d.cfg.OnOverload, now)
 		return
 	}
 	d.inflight.Add(1)
 	j := d.jobs.Get().(*job)
-	j.start(ev, now)
+	j.start(ev, fi, now)
+	d.scansMu.Lock()
+	switch l := d.scans[fi.ID]; {
+	case l == nil:
+		d.scans[fi.ID] = j
+		j.leader = true
+	case l.info.Stamp == fi.Stamp:
+		l.followers = append(l.followers, j)
+		d.scansMu.Unlock()
+		d.stats.DedupWaits.Add(1)
+		return
+	}
+	// A scan of another version of the file may run: this one goes on
+	// its own, as neither leader nor follower, and is not cached.
+	d.scansMu.Unlock()
 	d.queue <- j // never blocks: cap(queue) == MaxPending ≥ inflight
 }
 
+// cachedDetection counts (and, at debug level, logs) an open of a file
+// whose matches the cache remembers.
+func (d *Daemon) cachedDetection(ev fan.Event, v policy.Verdict, det *detection) {
+	if v == policy.Deny {
+		d.stats.CachedDenials.Add(1)
+	}
+	if ce := d.log.Check(zap.DebugLevel, "open of a detected file, answered from the cache"); ce != nil {
+		ce.Write(zap.String("rule", det.rule), zap.String("rule_file", det.ruleFile),
+			zap.Int32("pid", ev.Pid), zap.Stringer("verdict", v))
+	}
+}
+
 // answerNow answers an event on the fast path and closes its fd.
-func (d *Daemon) answerNow(fd int32, v policy.Verdict) {
+func (d *Daemon) answerNow(fd int32, v policy.Verdict, read time.Time) {
 	if err := d.kern.Respond(fd, v == policy.Allow); err != nil {
 		d.stats.AnswerErrors.Add(1)
 	}
+	d.stats.Decision.Record(time.Since(read))
 	d.kern.CloseFd(fd)
+}
+
+// watchWrites reads the notification group: a writer closed a file, so its
+// cached verdicts go — the daemon's entry and the kernel's ignore mark —
+// which catches what the kernel's own clearing misses (writes through a
+// shared mapping, through other listeners' fds).
+func (d *Daemon) watchWrites() error {
+	buf := make([]byte, readBufferSize)
+	for {
+		n, err := d.notif.Read(buf)
+		if errors.Is(err, fan.ErrEventDenied) {
+			// An invalidation was lost with its event: drop every cached
+			// verdict rather than trust one that may be stale.
+			d.invalidateAll("a writer's close could not be read")
+			continue
+		}
+		if errors.Is(err, os.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for off := 0; off < n; {
+			ev, size, err := fan.ParseEvent(buf[off:n])
+			if err != nil {
+				return fmt.Errorf("parsing events: %w", err)
+			}
+			off += size
+			if ev.IsOverflow() {
+				d.invalidateAll("the notification queue overflowed")
+			}
+			if ev.Fd >= 0 {
+				d.invalidate(ev.Fd)
+				d.kern.CloseFd(ev.Fd)
+			}
+		}
+	}
+}
+
+// invalidate drops the cached verdicts of the file behind fd.
+func (d *Daemon) invalidate(fd int32) {
+	fi, err := d.kern.Stat(fd)
+	if err != nil || !fi.IsRegular() {
+		return
+	}
+	d.stats.Invalidations.Add(1)
+	d.scansMu.Lock()
+	if l := d.scans[fi.ID]; l != nil {
+		l.dirty = true // its verdict may be for content older than this write
+	}
+	d.scansMu.Unlock()
+	d.cache.remove(fi.ID)
+	if d.kern.Unignore(fd) == nil {
+		d.stats.KernelUnmarks.Add(1)
+	}
+}
+
+// invalidateAll drops every cached verdict, in the kernel and here.
+func (d *Daemon) invalidateAll(why string) {
+	d.log.Warn("dropping every cached verdict", zap.String("reason", why))
+	d.scansMu.Lock()
+	for _, l := range d.scans {
+		l.dirty = true
+	}
+	d.scansMu.Unlock()
+	if err := d.group.FlushInodeMarks(); err == nil {
+		d.stats.KernelFlushes.Add(1)
+	}
+	d.cache.clear()
 }
 
 // excluded checks the configured exclusions. Each check costs a system call

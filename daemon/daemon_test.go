@@ -19,25 +19,54 @@ import (
 // any scan.
 func TestHandleFastPath(t *testing.T) {
 	const own = 4242
+	open := func(fd int32) fan.Event { return fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: fd, Pid: 1} }
+	file := func(ino uint64, size int64, mode uint32) fan.FileInfo {
+		return fan.FileInfo{ID: fan.FileID{Dev: 1, Ino: ino}, Stamp: fan.Stamp{CtimeNs: 5, Size: size}, Mode: mode}
+	}
 	tests := []struct {
 		name       string
-		ev         fan.Event
+		events     []fan.Event
+		files      map[int32]fan.FileInfo
+		cached     []cacheEntry
 		maxPending int
 		inflight   int64
 		wantAnswer map[int32]bool // fd → allowed
 		wantClosed map[int32]int
 		wantQueued int
+		wantWaits  uint64
 	}{
-		{name: "own pid allowed at once", ev: fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: own},
+		{name: "own pid allowed at once", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: own}},
 			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
-		{name: "other pid queued", ev: fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 1},
+		{name: "other pid queued", events: []fan.Event{open(3)},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
-		{name: "overload answered with on_overload", ev: fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 1},
+		{name: "overload answered with on_overload", events: []fan.Event{open(3)},
 			maxPending: 2, inflight: 2, wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
-		{name: "notification event closed, not answered", ev: fan.Event{Mask: unix.FAN_CLOSE_WRITE, Fd: 3, Pid: 1},
+		{name: "notification event closed, not answered", events: []fan.Event{{Mask: unix.FAN_CLOSE_WRITE, Fd: 3, Pid: 1}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{3: 1}},
-		{name: "overflow counted, nothing to answer", ev: fan.Event{Mask: unix.FAN_Q_OVERFLOW, Fd: fan.NoFd},
+		{name: "overflow counted, nothing to answer", events: []fan.Event{{Mask: unix.FAN_Q_OVERFLOW, Fd: fan.NoFd}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}},
+		{name: "not a regular file allowed", events: []fan.Event{open(3)},
+			files:      map[int32]fan.FileInfo{3: file(3, 0, unix.S_IFIFO|0o644)},
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+		{name: "oversize answered with on_oversize", events: []fan.Event{open(3)},
+			files:      map[int32]fan.FileInfo{3: file(3, 1<<40, unix.S_IFREG|0o644)},
+			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
+		{name: "cached denial", events: []fan.Event{open(3)},
+			files:      map[int32]fan.FileInfo{3: file(9, 10, unix.S_IFREG|0o644)},
+			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 5, Size: 10}, gen: 1, verdict: policy.Deny, det: &detection{rule: "r"}}},
+			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
+		{name: "stale cache entry: another stamp", events: []fan.Event{open(3)},
+			files:      map[int32]fan.FileInfo{3: file(9, 10, unix.S_IFREG|0o644)},
+			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 4, Size: 10}, gen: 1, verdict: policy.Deny}},
+			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
+		{name: "stale cache entry: old rules", events: []fan.Event{open(3)},
+			files:      map[int32]fan.FileInfo{3: file(9, 10, unix.S_IFREG|0o644)},
+			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 5, Size: 10}, gen: 0, verdict: policy.Deny}},
+			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
+		{name: "same file and stamp: one scan, the others wait", events: []fan.Event{open(3), open(4), open(5)},
+			files: map[int32]fan.FileInfo{
+				3: file(9, 10, unix.S_IFREG|0o644), 4: file(9, 10, unix.S_IFREG|0o644), 5: file(9, 10, unix.S_IFREG|0o644)},
+			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1, wantWaits: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,14 +77,24 @@ func TestHandleFastPath(t *testing.T) {
 				d.cfg.MaxPending = tt.maxPending
 			}
 			d.cfg.OnOverload = policy.Deny
+			d.cfg.OnOversize = policy.Deny
 			d.excl = policy.NewExclusions(policy.ProtectConfig{})
 			d.queue = make(chan *job, d.cfg.MaxPending)
+			d.cache = newVerdictCache(100, &d.stats)
+			for _, e := range tt.cached {
+				d.cache.store(e)
+			}
 			d.inflight.Store(tt.inflight)
-			if !tt.ev.IsPermission() {
-				k.notification[tt.ev.Fd] = true
+			for fd, fi := range tt.files {
+				k.files[fd] = fi
 			}
 			var scratch [4096]byte
-			d.handle(tt.ev, time.Now(), scratch[:])
+			for _, ev := range tt.events {
+				if !ev.IsPermission() {
+					k.notification[ev.Fd] = true
+				}
+				d.handle(ev, time.Now(), scratch[:])
+			}
 			if diff := cmp.Diff(tt.wantAnswer, k.allowed); diff != "" {
 				t.Errorf("answers (-want +got):\n%s", diff)
 			}
@@ -65,8 +104,21 @@ func TestHandleFastPath(t *testing.T) {
 			if len(d.queue) != tt.wantQueued {
 				t.Errorf("queued %d, want %d", len(d.queue), tt.wantQueued)
 			}
+			if got := d.stats.DedupWaits.Load(); got != tt.wantWaits {
+				t.Errorf("dedup waits %d, want %d", got, tt.wantWaits)
+			}
+			// The waiting events get the verdict of the scan they wait for.
 			for len(d.queue) > 0 {
-				(<-d.queue).finish(policy.Allow)
+				j := <-d.queue
+				followers := append([]*job(nil), j.followers...)
+				for _, f := range followers {
+					f.finish(policy.Deny)
+				}
+				j.finish(policy.Deny)
+				delete(d.scans, j.info.ID)
+			}
+			if d.inflight.Load() != tt.inflight {
+				t.Errorf("inflight %d after the scans, want %d", d.inflight.Load(), tt.inflight)
 			}
 		})
 	}
@@ -102,6 +154,11 @@ type nopKernel struct{}
 
 func (nopKernel) Respond(int32, bool) error { return nil }
 func (nopKernel) CloseFd(int32) error       { return nil }
+func (nopKernel) Ignore(int32) error        { return nil }
+func (nopKernel) Unignore(int32) error      { return nil }
+func (nopKernel) Stat(int32) (fan.FileInfo, error) {
+	return fan.FileInfo{Mode: unix.S_IFREG | 0o644}, nil // the file of the zero FileID and Stamp
+}
 
 // blockingWriter blocks every Write until release is closed.
 type blockingWriter struct {

@@ -9,22 +9,28 @@ import (
 )
 
 // A job is one permission event on its way through the workers. Two parties
-// race to answer it: the worker with the scan's verdict, and the deadline
-// timer with on_timeout when the budget runs out. The compare-and-swap on
-// answered lets exactly one of them answer. Both hold a reference; whoever
-// drops the last one closes the event fd (always after the answer, so the
-// fd number cannot be reused under a pending event) and recycles the job.
+// race to answer it: whoever has the scan's verdict (the worker, or for a
+// follower the worker of its leader's scan), and the deadline timer with
+// on_timeout when the budget runs out. The compare-and-swap on answered
+// lets exactly one of them answer. Both hold a reference; whoever drops the
+// last one closes the event fd (always after the answer, so the fd number
+// cannot be reused under a pending event) and recycles the job.
 type job struct {
 	d     *Daemon
 	timer *time.Timer // fires expire; created once, re-armed per event
 
 	fd   int32
 	pid  int32
-	read time.Time // when the reader read the event: the budget counts from here
+	info fan.FileInfo // stated by the reader, before the scan
+	read time.Time    // when the reader read the event: the budget counts from here
 
 	answered atomic.Bool
-	timedOut atomic.Bool // the timer answered (a verdict from the scan is late)
 	refs     atomic.Int32
+
+	// Guarded by Daemon.scansMu while the job is in Daemon.scans:
+	leader    bool   // registered in Daemon.scans: followers wait for its verdict
+	followers []*job // events for the same file and stamp, answered with this job's verdict
+	dirty     bool   // a writer closed the file during the scan: do not cache
 }
 
 func newJob(d *Daemon) *job {
@@ -35,11 +41,12 @@ func newJob(d *Daemon) *job {
 }
 
 // start arms a recycled job for ev. Only the reader calls it.
-func (j *job) start(ev fan.Event, read time.Time) {
-	j.fd, j.pid, j.read = ev.Fd, ev.Pid, read
+func (j *job) start(ev fan.Event, fi fan.FileInfo, read time.Time) {
+	j.fd, j.pid, j.info, j.read = ev.Fd, ev.Pid, fi, read
+	j.leader, j.dirty = false, false
+	j.followers = j.followers[:0]
 	j.answered.Store(false)
-	j.timedOut.Store(false)
-	j.refs.Store(2) // the worker's and the timer's
+	j.refs.Store(2) // the scanning side's and the timer's
 	j.timer.Reset(j.d.cfg.Budget - time.Since(read))
 }
 
@@ -52,27 +59,33 @@ func (j *job) answer(v policy.Verdict) bool {
 	if err := j.d.kern.Respond(j.fd, v == policy.Allow); err != nil {
 		j.d.stats.AnswerErrors.Add(1)
 	}
+	j.d.stats.Decision.Record(time.Since(j.read))
 	return true
 }
 
 // expire runs on the timer's goroutine when the budget is spent.
 func (j *job) expire() {
 	if j.answer(j.d.cfg.OnTimeout) {
-		j.timedOut.Store(true)
 		j.d.stats.TimedOut.Add(1)
 	}
 	j.release()
 }
 
-// finish is the worker's way out: answer (if the timer has not), stop the
-// timer (dropping its reference if it will never fire), drop the worker's
-// reference. It reports whether the worker's verdict was the answer.
-func (j *job) finish(v policy.Verdict) bool {
-	ok := j.answer(v)
+// done is the scanning side's way out: stop the timer (dropping its
+// reference if it will never fire) and drop the scanning side's
+// reference. The job may be recycled as soon as done returns.
+func (j *job) done() {
 	if j.timer.Stop() {
 		j.release()
 	}
 	j.release()
+}
+
+// finish answers v (if the timer has not) and calls done. It reports
+// whether v was the answer.
+func (j *job) finish(v policy.Verdict) bool {
+	ok := j.answer(v)
+	j.done()
 	return ok
 }
 
@@ -83,6 +96,7 @@ func (j *job) release() {
 	d := j.d
 	d.kern.CloseFd(j.fd)
 	j.fd = -1
+	clear(j.followers)
 	d.inflight.Add(-1)
 	d.jobs.Put(j)
 }

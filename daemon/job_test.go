@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/fanguard/fanguard/fan"
 	"github.com/fanguard/fanguard/policy"
@@ -23,11 +24,16 @@ type fakeKernel struct {
 	allowed map[int32]bool
 	// notification fds may be closed without an answer.
 	notification map[int32]bool
+	// files are what Stat returns per fd; by default a 10-byte regular
+	// file whose inode number is the fd.
+	files map[int32]fan.FileInfo
+	// ignored counts Ignore calls per fd.
+	ignored map[int32]int
 }
 
 func newFakeKernel(t *testing.T) *fakeKernel {
 	return &fakeKernel{t: t, answers: map[int32]int{}, closes: map[int32]int{}, allowed: map[int32]bool{},
-		notification: map[int32]bool{}}
+		notification: map[int32]bool{}, files: map[int32]fan.FileInfo{}, ignored: map[int32]int{}}
 }
 
 func (k *fakeKernel) Respond(fd int32, allow bool) error {
@@ -38,6 +44,29 @@ func (k *fakeKernel) Respond(fd int32, allow bool) error {
 	}
 	k.answers[fd]++
 	k.allowed[fd] = allow
+	return nil
+}
+
+func (k *fakeKernel) Stat(fd int32) (fan.FileInfo, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if fi, ok := k.files[fd]; ok {
+		return fi, nil
+	}
+	return fan.FileInfo{ID: fan.FileID{Dev: 1, Ino: uint64(fd)}, Stamp: fan.Stamp{CtimeNs: 1, Size: 10}, Mode: unix.S_IFREG | 0o644}, nil
+}
+
+func (k *fakeKernel) Ignore(fd int32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ignored[fd]++
+	return nil
+}
+
+func (k *fakeKernel) Unignore(fd int32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ignored[fd]--
 	return nil
 }
 
@@ -56,7 +85,8 @@ func testDaemon(t *testing.T, budget time.Duration) (*Daemon, *fakeKernel) {
 	cfg := policy.Default()
 	cfg.Budget = budget
 	cfg.OnTimeout = policy.Allow
-	d := &Daemon{cfg: cfg, kern: k, log: zap.NewNop()}
+	d := &Daemon{cfg: cfg, kern: k, log: zap.NewNop(), scans: map[fan.FileID]*job{}}
+	d.rules.Store(&ruleSet{gen: 1})
 	d.jobs.New = func() any { return newJob(d) }
 	return d, k
 }
@@ -75,7 +105,7 @@ func TestJobAnswerOnce(t *testing.T) {
 	for i := range n {
 		d.inflight.Add(1)
 		j := d.jobs.Get().(*job)
-		j.start(fan.Event{Fd: int32(i), Pid: 1}, time.Now())
+		j.start(fan.Event{Fd: int32(i), Pid: 1}, fan.FileInfo{}, time.Now())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -121,7 +151,7 @@ func TestJobDeadline(t *testing.T) {
 	d.inflight.Add(1)
 	j := d.jobs.Get().(*job)
 	read := time.Now()
-	j.start(fan.Event{Fd: 7, Pid: 1}, read)
+	j.start(fan.Event{Fd: 7, Pid: 1}, fan.FileInfo{}, read)
 	for {
 		k.mu.Lock()
 		answered := k.answers[7]

@@ -13,17 +13,22 @@ import (
 )
 
 // A worker takes jobs off the queue and scans them with its own YARA
-// scanner. It owns its read buffer, which grows to the largest file it
-// has scanned (at most max_file_size).
+// scanner, made for the rules in force. It owns its read buffer, which
+// grows to the largest file it has scanned (at most max_file_size).
 type worker struct {
 	d       *Daemon
+	rules   *ruleSet // what scanner was made for
 	scanner *scanner.Scanner
 	buf     []byte
 	path    [4096]byte
 }
 
 func (w *worker) run() {
-	defer w.scanner.Close()
+	defer func() {
+		if w.scanner != nil {
+			w.scanner.Close()
+		}
+	}()
 	for j := range w.d.queue {
 		w.process(j)
 	}
@@ -32,24 +37,39 @@ func (w *worker) run() {
 // outcome is what a worker learned of one event, kept for logging after
 // the job is released.
 type outcome struct {
-	pid     int32
-	read    time.Time
-	path    string
-	size    int64
-	matches []scanner.Match
-	verdict policy.Verdict // the scan's verdict
-	late    bool           // the budget ran out first: on_timeout was the answer
-	err     error
+	pid      int32
+	read     time.Time
+	path     string
+	size     int64
+	complete bool // the whole file was read and scanned
+	matches  []scanner.Match
+	verdict  policy.Verdict // the scan's verdict
+	late     bool           // the budget ran out first: on_timeout was the answer
+	err      error
 }
 
 func (w *worker) process(j *job) {
 	d := w.d
-	o := outcome{pid: j.pid, read: j.read}
-	v := w.scan(j, &o)
+	rules := d.rules.Load()
+	o := outcome{pid: j.pid, read: j.read, size: j.info.Stamp.Size}
+	v := w.scan(j, rules, &o)
 	o.verdict = v
-	o.late = !j.finish(v)
-	// The event is answered and its fd closed or left to the timer: from
-	// here on, only logging.
+	o.late = !j.answer(v)
+	// The event is answered. What follows: the caches, the followers,
+	// then logging.
+	cacheable := o.err == nil && o.complete
+	kernelCached := false
+	if cacheable && j.leader && len(o.matches) == 0 {
+		kernelCached = d.kern.Ignore(j.fd) == nil
+		if kernelCached {
+			d.stats.KernelMarks.Add(1)
+		}
+	}
+	if j.leader {
+		w.endScan(j, rules, v, &o, cacheable, kernelCached)
+	}
+	j.done()
+
 	if o.err != nil {
 		d.stats.Errors.Add(1)
 		d.log.Warn("cannot scan file, answered with on_error", zap.ByteString("path", []byte(o.path)),
@@ -60,39 +80,79 @@ func (w *worker) process(j *job) {
 	}
 }
 
+// endScan closes the scan of a leader: it keeps the verdict in the caches
+// if it still holds, and answers the events that waited for it.
+func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, cacheable, kernelCached bool) {
+	d := w.d
+	// The stamp after the mark: if the file changed since the reader
+	// stated it, the scan may have seen a mix, and the mark would cache it.
+	valid := cacheable
+	if kernelCached {
+		fi, err := d.kern.Stat(j.fd)
+		valid = valid && err == nil && fi.Stamp == j.info.Stamp
+	}
+	d.scansMu.Lock()
+	// Under scansMu: invalidate marks a running scan dirty under the same
+	// lock before it drops cache entries, so a write seen after this point
+	// finds the entry stored here and drops it.
+	valid = valid && !j.dirty && d.rules.Load().gen == rules.gen
+	if valid {
+		e := cacheEntry{id: j.info.ID, stamp: j.info.Stamp, gen: rules.gen, verdict: v}
+		if len(o.matches) > 0 {
+			e.det = &detection{rule: o.matches[0].Rule, ruleFile: o.matches[0].File}
+		}
+		d.cache.store(e)
+	}
+	delete(d.scans, j.info.ID)
+	followers := j.followers
+	d.scansMu.Unlock()
+
+	if kernelCached && !valid {
+		// A reload after the mark, a write during the scan, or a stamp
+		// that moved: the kernel must not answer for this file.
+		if d.kern.Unignore(j.fd) == nil {
+			d.stats.KernelUnmarks.Add(1)
+		}
+	}
+	for _, f := range followers {
+		if !f.finish(v) && len(o.matches) > 0 {
+			d.stats.LateDetections.Add(1)
+		}
+	}
+}
+
 // scan decides the verdict of one event. It reads the file through the
 // event fd only.
-func (w *worker) scan(j *job, o *outcome) policy.Verdict {
+func (w *worker) scan(j *job, rules *ruleSet, o *outcome) policy.Verdict {
 	d := w.d
-	st, err := fan.Fstat(j.fd)
-	if err != nil {
-		o.err = err
-		return d.cfg.OnError
-	}
-	if !st.IsRegular() {
-		d.stats.NotRegular.Add(1)
-		return policy.Allow
-	}
-	o.size = st.Size
-	if st.Size > d.cfg.MaxFileSize {
-		d.stats.Oversize.Add(1)
-		return d.cfg.OnOversize
+	if w.rules != rules {
+		if w.scanner != nil {
+			w.scanner.Close()
+			w.scanner = nil
+		}
+		s, err := rules.rs.NewScanner(d.cfg.ScanTimeout)
+		if err != nil {
+			o.err = err
+			return d.cfg.OnError
+		}
+		w.rules, w.scanner = rules, s
 	}
 	if p, err := fan.FdPath(j.fd, w.path[:]); err == nil {
 		o.path = string(p)
 	} else {
 		o.path = "fd:" + strconv.Itoa(int(j.fd))
 	}
-	if int64(cap(w.buf)) < st.Size {
-		w.buf = make([]byte, st.Size)
+	size := j.info.Stamp.Size
+	if int64(cap(w.buf)) < size {
+		w.buf = make([]byte, size)
 	}
-	n, err := fan.ReadFull(j.fd, w.buf[:st.Size])
+	n, err := fan.ReadFull(j.fd, w.buf[:size])
 	if err != nil {
 		o.err = err
 		return d.cfg.OnError
 	}
 	data := w.buf[:n]
-	vars := scanner.VarsFor(strings.TrimSuffix(o.path, " (deleted)"), data[:min(n, 64)], d.owner(st.UID))
+	vars := scanner.VarsFor(strings.TrimSuffix(o.path, " (deleted)"), data[:min(n, 64)], d.owner(j.info.UID))
 	matches, err := w.scanner.Scan(data, vars)
 	d.stats.Scans.Add(1)
 	d.stats.BytesScanned.Add(uint64(n))
@@ -100,6 +160,7 @@ func (w *worker) scan(j *job, o *outcome) policy.Verdict {
 		o.err = err
 		return d.cfg.OnError
 	}
+	o.complete = int64(n) == size
 	o.matches = matches
 	v := policy.Allow
 	for _, m := range matches {

@@ -71,7 +71,7 @@ func TestGroupAllowDeny(t *testing.T) {
 			t.Errorf("FdPath: %v", err)
 			return true
 		}
-		st, err := Fstat(ev.Fd)
+		st, err := StatFd(ev.Fd)
 		if err != nil || !st.IsRegular() {
 			return true
 		}
@@ -128,9 +128,9 @@ func TestProcHelpers(t *testing.T) {
 	if err != nil || string(p) != self {
 		t.Errorf("FdPath = %q, %v; want %q", p, err, self)
 	}
-	st, err := Fstat(int32(f.Fd()))
-	if err != nil || !st.IsRegular() || st.Size == 0 {
-		t.Errorf("Fstat = %+v, %v", st, err)
+	st, err := StatFd(int32(f.Fd()))
+	if err != nil || !st.IsRegular() || st.Stamp.Size == 0 || st.Stamp.CtimeNs == 0 {
+		t.Errorf("StatFd = %+v, %v", st, err)
 	}
 	head := make([]byte, 4)
 	if n, err := ReadFull(int32(f.Fd()), head); err != nil || n != 4 || string(head) != "\x7fELF" {
@@ -143,6 +143,7 @@ func TestProcHelpers(t *testing.T) {
 		FdPath(int32(f.Fd()), buf)
 		ExePath(int32(os.Getpid()), buf)
 		ProcUID(int32(os.Getpid()))
+		StatFd(int32(f.Fd()))
 	})
 	if allocs != 0 && !testutil.RaceEnabled {
 		t.Errorf("proc helpers allocate %v times, want 0", allocs)

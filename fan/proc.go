@@ -113,26 +113,6 @@ func parseStatusUID(b []byte) (uint32, bool) {
 	return 0, false
 }
 
-// Stat is what the event path needs to know of an event's file.
-type Stat struct {
-	Dev, Ino uint64
-	Mode     uint32 // S_IFMT bits and permissions
-	UID, GID uint32
-	Size     int64
-}
-
-// IsRegular reports whether the file is a regular file.
-func (s Stat) IsRegular() bool { return s.Mode&unix.S_IFMT == unix.S_IFREG }
-
-// Fstat stats the file behind an event fd.
-func Fstat(fd int32) (Stat, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(fd), &st); err != nil {
-		return Stat{}, fmt.Errorf("stating fd %d: %w", fd, err)
-	}
-	return Stat{Dev: st.Dev, Ino: st.Ino, Mode: st.Mode, UID: st.Uid, GID: st.Gid, Size: st.Size}, nil
-}
-
 // ReadFull reads the file behind fd from offset 0 into buf with pread, until
 // buf is full or the file ends; it returns the bytes read. A file that shrank
 // since it was stated yields fewer bytes, not an error. It never maps the

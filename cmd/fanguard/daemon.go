@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/fanguard/fanguard/daemon"
+	"github.com/fanguard/fanguard/scanner"
 	"github.com/fanguard/fanguard/systemd"
 )
 
@@ -23,7 +24,8 @@ func newDaemonCommand() *cobra.Command {
 (CAP_SYS_ADMIN for fanotify). It loads the rules, marks every protected
 filesystem (protect.paths, or every local filesystem of protect.fs_types),
 tells systemd READY=1, and answers every open until SIGTERM or SIGINT.
-Logs go to standard error.`,
+SIGHUP reloads the rules (the rules in force stay if the new ones do not
+load); SIGUSR1 logs the counters. Logs go to standard error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDaemon(&flags, cmd.Flags().Changed("config"))
@@ -65,8 +67,9 @@ func runDaemon(flags *configFlags, explicit bool) error {
 
 	var notifier systemd.Notifier
 	d, err := daemon.New(daemon.Options{
-		Config: cfg,
-		Rules:  rules,
+		Config:    cfg,
+		Rules:     rules,
+		LoadRules: func() (*scanner.Ruleset, error) { return loadRules(cfg) },
 		Logger: log,
 		Owners: owners,
 		Ready: func() {
@@ -83,6 +86,19 @@ func runDaemon(flags *configFlags, explicit bool) error {
 	go func() {
 		<-ctx.Done()
 		notifier.Stopping()
+	}()
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1)
+	defer signal.Stop(signals)
+	go func() {
+		for sig := range signals {
+			switch sig {
+			case syscall.SIGHUP:
+				d.Reload() // logs its outcome
+			case syscall.SIGUSR1:
+				d.LogStats()
+			}
+		}
 	}()
 	if err := d.Run(ctx); err != nil {
 		log.Error("daemon failed", zap.Error(err))
