@@ -70,8 +70,8 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		Config:    cfg,
 		Rules:     rules,
 		LoadRules: func() (*scanner.Ruleset, error) { return loadRules(cfg) },
-		Logger: log,
-		Owners: owners,
+		Logger:    log,
+		Owners:    owners,
 		Ready: func() {
 			if err := notifier.Ready(); err != nil {
 				log.Warn("cannot notify systemd", zap.Error(err))
