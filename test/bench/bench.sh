@@ -220,11 +220,22 @@ TIMEFORMAT='%3R %3U %3S'
 # timed NAME CMD...: runs CMD with stdout in $work/NAME.out and stderr in
 # $work/NAME.err; "wall user sys" (seconds) goes to $work/NAME.time. Returns
 # CMD's status.
+# $work/NAME.busy: CPU time the whole machine spent meanwhile (user, nice,
+# system, irq, softirq, steal; all CPUs), to tell other load from ours.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 timed() {
-	local name=$1 rc=0
+	local name=$1 rc=0 b0
 	shift
+	b0=$(busy_ticks)
 	{ time "$@" >"$work/$name.out" 2>"$work/$name.err"; } 2>"$work/$name.time" || rc=$?
+	awk -v a="$b0" -v b="$(busy_ticks)" -v h="$clk_tck" 'BEGIN { printf "%.2f\n", (b - a) / h }' >"$work/$name.busy"
 	return $rc
+}
+# other NAME OURS...: machine CPU time during NAME minus our processes' CPU
+other() {
+	local name=$1
+	shift
+	awk -v b="$(cat "$work/$name.busy")" -v o="$*" 'BEGIN { n = split(o, a, " "); for (i = 1; i <= n; i++) b -= a[i]; printf "%.2f", b < 0 ? 0 : b }'
 }
 read_corpus() { find "$corpus" -type f -print0 | xargs -0 -P "$ncpu" -n 50 cat >/dev/null; }
 # jget KEY JSON: a number from a flat JSON object, or nothing.
@@ -319,12 +330,12 @@ scan0_s=$(wall scan0)
 read_pass warmup # untimed: page in find, xargs, cat and the dentries
 
 declare -a W_NONE W_COLD W_WARM W_YARA W_SCAN STARTUP HWM DCPU_COLD DCPU_WARM
-declare -a RCPU_NONE RCPU_COLD RCPU_WARM CPU_YARA CPU_SCAN
+declare -a RCPU_NONE RCPU_COLD RCPU_WARM CPU_YARA CPU_SCAN OCPU_NONE OCPU_COLD OCPU_WARM OCPU_YARA OCPU_SCAN
 declare -a COLD_JSON STOP_JSON DENIED_COLD DENIED_WARM YARA_MATCHES SCAN_SUMMARY
 for r in $(seq "$runs"); do
 	say "run $r/$runs: (a) no daemon"
 	read_pass none
-	W_NONE[r]=$(wall none) RCPU_NONE[r]=$(cpu none)
+	W_NONE[r]=$(wall none) RCPU_NONE[r]=$(cpu none) OCPU_NONE[r]=$(other none "${RCPU_NONE[r]}")
 	[ "$denied" -eq 0 ] || fail "opens denied without a daemon"
 
 	say "run $r/$runs: (b) cold, (c) warm"
@@ -341,6 +352,8 @@ for r in $(seq "$runs"); do
 	c3=$(cpu_ticks "$dpid")
 	DCPU_COLD[r]=$(awk -v t=$((c1 - c0)) -v h="$clk_tck" 'BEGIN { printf "%.2f", t / h }')
 	DCPU_WARM[r]=$(awk -v t=$((c3 - c2)) -v h="$clk_tck" 'BEGIN { printf "%.2f", t / h }')
+	OCPU_COLD[r]=$(other cold "${RCPU_COLD[r]}" "${DCPU_COLD[r]}")
+	OCPU_WARM[r]=$(other warm "${RCPU_WARM[r]}" "${DCPU_WARM[r]}")
 	stop_daemon
 	HWM[r]=$hwm_kb
 	STOP_JSON[r]=$(logline stopped)
@@ -348,14 +361,14 @@ for r in $(seq "$runs"); do
 
 	say "run $r/$runs: (d) yara"
 	timed yara yara -r -p "$ncpu" "${rule_files[@]}" "$corpus" || { head -5 "$work/yara.err" >&2; fail "yara failed"; }
-	W_YARA[r]=$(wall yara) CPU_YARA[r]=$(cpu yara)
+	W_YARA[r]=$(wall yara) CPU_YARA[r]=$(cpu yara) OCPU_YARA[r]=$(other yara "${CPU_YARA[r]}")
 	YARA_MATCHES[r]=$(wc -l <"$work/yara.out")
 
 	say "run $r/$runs: (e) fanguard scan"
 	rc=0
 	timed scan "$bin" scan --config "$work/fanguard.toml" "${rd_args[@]}" "$corpus" || rc=$?
 	[ "$rc" -le 1 ] || { tail -5 "$work/scan.err" >&2; fail "fanguard scan failed (status $rc)"; }
-	W_SCAN[r]=$(wall scan) CPU_SCAN[r]=$(cpu scan)
+	W_SCAN[r]=$(wall scan) CPU_SCAN[r]=$(cpu scan) OCPU_SCAN[r]=$(other scan "${CPU_SCAN[r]}")
 	SCAN_SUMMARY[r]=$(grep -a 'scanned' "$work/scan.err" | tail -1 | sed 's/^fanguard: //' || true)
 done
 
@@ -432,16 +445,16 @@ le() {
 	echo "- load average (1 min) at start / end: $load_start / $(cut -d' ' -f1 /proc/loadavg)$(awk -v l="$load_start" -v n="$ncpu" 'BEGIN { if (l > n / 4) print " (other work was running: wall times are noisy, CPU times less so)" }')"
 	echo "- readers: \`find | xargs -0 -P $ncpu -n 50 cat\` over every corpus file; $runs runs per workload, round robin; wall time median (min–max), in seconds"
 	echo
-	echo "| workload | wall (s) | min–max (s) | vs none | readers CPU (s) | scanner CPU (s) |"
-	echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-	echo "| (a) none: read, no daemon | $m_none | $(minmax W_NONE) | 1.00 | $(med RCPU_NONE) | – |"
-	echo "| (b) cold: read, fresh daemon | $m_cold | $(minmax W_COLD) | $r_cold | ${RCPU_COLD[rc_]} | ${DCPU_COLD[rc_]} (daemon) |"
-	rw=$(medrun W_WARM)
-	echo "| (c) warm: read again, same daemon | $m_warm | $(minmax W_WARM) | $r_warm | ${RCPU_WARM[rw]} | ${DCPU_WARM[rw]} (daemon) |"
-	ry=$(medrun W_YARA)
-	echo "| (d) yara -r -p $ncpu (compile included) | $m_yara | $(minmax W_YARA) | $(ratio "$m_yara" "$m_none") | – | ${CPU_YARA[ry]} |"
-	rs=$(medrun W_SCAN)
-	echo "| (e) fanguard scan | $m_scan | $(minmax W_SCAN) | $(ratio "$m_scan" "$m_none") | – | ${CPU_SCAN[rs]} |"
+	echo "CPU columns are for the run with the median wall time. Other CPU: what the whole machine spent meanwhile (/proc/stat, steal included) minus our processes; well above 0, something else was competing."
+	echo
+	echo "| workload | wall (s) | min–max (s) | vs none | readers CPU (s) | scanner CPU (s) | other CPU (s) |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+	rn=$(medrun W_NONE) rw=$(medrun W_WARM) ry=$(medrun W_YARA) rs=$(medrun W_SCAN)
+	echo "| (a) none: read, no daemon | $m_none | $(minmax W_NONE) | 1.00 | ${RCPU_NONE[rn]} | – | ${OCPU_NONE[rn]} |"
+	echo "| (b) cold: read, fresh daemon | $m_cold | $(minmax W_COLD) | $r_cold | ${RCPU_COLD[rc_]} | ${DCPU_COLD[rc_]} (daemon) | ${OCPU_COLD[rc_]} |"
+	echo "| (c) warm: read again, same daemon | $m_warm | $(minmax W_WARM) | $r_warm | ${RCPU_WARM[rw]} | ${DCPU_WARM[rw]} (daemon) | ${OCPU_WARM[rw]} |"
+	echo "| (d) yara -r -p $ncpu (compile included) | $m_yara | $(minmax W_YARA) | $(ratio "$m_yara" "$m_none") | – | ${CPU_YARA[ry]} | ${OCPU_YARA[ry]} |"
+	echo "| (e) fanguard scan | $m_scan | $(minmax W_SCAN) | $(ratio "$m_scan" "$m_none") | – | ${CPU_SCAN[rs]} | ${OCPU_SCAN[rs]} |"
 	echo
 	echo "| ratio (medians) | value |"
 	echo "| --- | ---: |"
@@ -482,11 +495,14 @@ le() {
 	echo
 	echo "## Runs"
 	echo
+	echo "Wall times in seconds; other CPU (s) in parentheses."
+	echo
 	echo "| run | none | cold | warm | yara | scan | daemon start-up | daemon CPU cold / warm | peak RSS |"
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for r in $(seq "$runs"); do
-		printf '| %d | %s | %s | %s | %s | %s | %s ms | %s / %s s | %s |\n' "$r" "${W_NONE[r]}" "${W_COLD[r]}" "${W_WARM[r]}" \
-			"${W_YARA[r]}" "${W_SCAN[r]}" "${STARTUP[r]}" "${DCPU_COLD[r]}" "${DCPU_WARM[r]}" \
+		printf '| %d | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s ms | %s / %s s | %s |\n' "$r" \
+			"${W_NONE[r]}" "${OCPU_NONE[r]}" "${W_COLD[r]}" "${OCPU_COLD[r]}" "${W_WARM[r]}" "${OCPU_WARM[r]}" \
+			"${W_YARA[r]}" "${OCPU_YARA[r]}" "${W_SCAN[r]}" "${OCPU_SCAN[r]}" "${STARTUP[r]}" "${DCPU_COLD[r]}" "${DCPU_WARM[r]}" \
 			"$(awk -v k="${HWM[r]}" 'BEGIN { printf "%.1f MiB", k / 1024 }')"
 	done
 } >"$work/report.md"
