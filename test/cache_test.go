@@ -2,8 +2,8 @@ package test
 
 import (
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"

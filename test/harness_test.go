@@ -84,8 +84,8 @@ func buildAndRun(m *testing.M) int {
 
 // daemon is a running fanguard daemon under test.
 type daemon struct {
-	t    *testing.T
-	cmd  *exec.Cmd
+	t        *testing.T
+	cmd      *exec.Cmd
 	Pid      int
 	Dir      string // the protected tmpfs
 	RulesDir string // the tests' own rule directory (test.yar), loaded after configs/rules.d
