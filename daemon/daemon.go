@@ -197,6 +197,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// so that no later log line opens /etc/localtime (design §1, rule 3).
 	_, _ = time.Now().Zone()
 
+	// A worker inside libyara (a cgo call) keeps its P until the runtime's
+	// monitor takes it back, which can take milliseconds: with one P per
+	// CPU and every worker scanning, the reader woken by the kernel would
+	// wait for a P before it can answer anything. Two Ps beyond the
+	// workers keep the reader and the deadline timers running. An explicit
+	// GOMAXPROCS in the environment wins.
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < d.cfg.Workers+2 {
+		runtime.GOMAXPROCS(d.cfg.Workers + 2)
+	}
+
 	var workers sync.WaitGroup
 	for range d.cfg.Workers {
 		w := &worker{d: d}
