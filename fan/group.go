@@ -51,8 +51,11 @@ type GroupOptions struct {
 }
 
 // NewGroup creates a fanotify group with an unlimited queue and unlimited
-// marks; event fds are opened read-only, close-on-exec and without
-// updating atime. It needs CAP_SYS_ADMIN.
+// marks; event fds are opened read-only, close-on-exec, without updating
+// atime, and non-blocking: the kernel opens them inside our read(), and a
+// blocking open of a FIFO (waiting for a writer) or of some devices there
+// would freeze the reader. Linux 6.18 reports no events for FIFOs, older
+// kernels do. It needs CAP_SYS_ADMIN.
 func NewGroup(opts GroupOptions) (*Group, error) {
 	class, mask := uint(unix.FAN_CLASS_CONTENT), uint64(unix.FAN_OPEN_PERM)
 	if opts.Notification {
@@ -60,7 +63,7 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 	}
 	fd, err := unix.FanotifyInit(
 		class|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_QUEUE|unix.FAN_UNLIMITED_MARKS,
-		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC|unix.O_NOATIME)
+		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC|unix.O_NOATIME|unix.O_NONBLOCK)
 	if err == unix.EPERM {
 		return nil, fmt.Errorf("creating fanotify group: %w (it needs root: CAP_SYS_ADMIN)", err)
 	}
