@@ -79,26 +79,21 @@ func (c *verdictCache) shard(id fan.FileID) *cacheShard {
 }
 
 // lookup returns the cached verdict of id if it was judged with stamp and
-// the rules generation gen.
+// the rules generation gen. The caller counts hits and misses.
 func (c *verdictCache) lookup(id fan.FileID, stamp fan.Stamp, gen uint64) (policy.Verdict, *detection, bool) {
 	if c == nil {
 		return 0, nil, false
 	}
 	s := c.shard(id)
 	s.mu.Lock()
-	i, ok := s.index[id]
-	if ok {
+	defer s.mu.Unlock()
+	if i, ok := s.index[id]; ok {
 		e := &s.entries[i]
 		if e.stamp == stamp && e.gen == gen {
 			e.ref = true
-			v, det := e.verdict, e.det
-			s.mu.Unlock()
-			c.stats.CacheHits.Add(1)
-			return v, det, true
+			return e.verdict, e.det, true
 		}
 	}
-	s.mu.Unlock()
-	c.stats.CacheMisses.Add(1)
 	return 0, nil, false
 }
 

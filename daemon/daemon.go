@@ -75,8 +75,9 @@ type Daemon struct {
 	inflight atomic.Int64
 
 	scansMu sync.Mutex // guards scans and the leaders' followers and dirty flags
-	// scans holds the job whose scan runs for each file: opens of the same
-	// file and stamp wait for its verdict instead of scanning again.
+	// scans holds the job whose scan runs (or waits in the queue) for each
+	// file: opens of the same file and stamp wait for its verdict instead of
+	// scanning again. Every job in the queue was put here first.
 	scans map[fan.FileID]*job
 
 	stats Stats
@@ -402,36 +403,60 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		d.answerNow(ev.Fd, d.cfg.OnOversize, now)
 		return
 	}
-	if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, d.rules.Load().gen); ok {
-		d.answerNow(ev.Fd, v, now)
-		if det != nil {
-			d.cachedDetection(ev, v, det)
-		}
+	gen := d.rules.Load().gen
+	if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, gen); ok {
+		d.stats.CacheHits.Add(1)
+		d.answerCached(ev, v, det, now)
 		return
 	}
 	if d.inflight.Load() >= int64(d.cfg.MaxPending) {
+		d.stats.CacheMisses.Add(1)
 		d.stats.Overloaded.Add(1)
 		d.answerNow(ev.Fd, d.cfg.OnOverload, now)
 		return
 	}
+	d.scansMu.Lock()
+	l := d.scans[fi.ID]
+	switch {
+	case l != nil && l.info.Stamp == fi.Stamp:
+		// The same file and stamp are being scanned: wait for that verdict.
+		d.inflight.Add(1)
+		j := d.jobs.Get().(*job)
+		j.start(ev, fi, now)
+		l.followers = append(l.followers, j)
+		d.scansMu.Unlock()
+		d.stats.CacheMisses.Add(1)
+		d.stats.DedupWaits.Add(1)
+		return
+	case l == nil:
+		// A scan that ended since the lookup above stored its verdict
+		// before it left scans, under scansMu: look again.
+		if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, gen); ok {
+			d.scansMu.Unlock()
+			d.stats.CacheHits.Add(1)
+			d.answerCached(ev, v, det, now)
+			return
+		}
+	default:
+		// The file changed since that scan began: its verdict will not be
+		// cached, this newer scan's will.
+		l.dirty = true
+	}
 	d.inflight.Add(1)
 	j := d.jobs.Get().(*job)
 	j.start(ev, fi, now)
-	d.scansMu.Lock()
-	switch l := d.scans[fi.ID]; {
-	case l == nil:
-		d.scans[fi.ID] = j
-		j.leader = true
-	case l.info.Stamp == fi.Stamp:
-		l.followers = append(l.followers, j)
-		d.scansMu.Unlock()
-		d.stats.DedupWaits.Add(1)
-		return
-	}
-	// A scan of another version of the file may run: this one goes on
-	// its own, as neither leader nor follower, and is not cached.
+	d.scans[fi.ID] = j
 	d.scansMu.Unlock()
+	d.stats.CacheMisses.Add(1)
 	d.queue <- j // never blocks: cap(queue) == MaxPending ≥ inflight
+}
+
+// answerCached answers an event from the daemon's cache.
+func (d *Daemon) answerCached(ev fan.Event, v policy.Verdict, det *detection, now time.Time) {
+	d.answerNow(ev.Fd, v, now)
+	if det != nil {
+		d.cachedDetection(ev, v, det)
+	}
 }
 
 // cachedDetection counts (and, at debug level, logs) an open of a file

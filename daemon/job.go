@@ -28,9 +28,8 @@ type job struct {
 	refs     atomic.Int32
 
 	// Guarded by Daemon.scansMu while the job is in Daemon.scans:
-	leader    bool   // registered in Daemon.scans: followers wait for its verdict
 	followers []*job // events for the same file and stamp, answered with this job's verdict
-	dirty     bool   // a writer closed the file during the scan: do not cache
+	dirty     bool   // the file changed or a writer closed it during the scan: do not cache
 }
 
 func newJob(d *Daemon) *job {
@@ -43,7 +42,7 @@ func newJob(d *Daemon) *job {
 // start arms a recycled job for ev. Only the reader calls it.
 func (j *job) start(ev fan.Event, fi fan.FileInfo, read time.Time) {
 	j.fd, j.pid, j.info, j.read = ev.Fd, ev.Pid, fi, read
-	j.leader, j.dirty = false, false
+	j.dirty = false
 	j.followers = j.followers[:0]
 	j.answered.Store(false)
 	j.refs.Store(2) // the scanning side's and the timer's

@@ -97,15 +97,13 @@ func (w *worker) process(j *job) {
 	// then logging.
 	cacheable := o.err == nil && o.complete
 	kernelCached := false
-	if cacheable && j.leader && len(o.matches) == 0 {
+	if cacheable && len(o.matches) == 0 {
 		kernelCached = d.kern.Ignore(j.fd) == nil
 		if kernelCached {
 			d.stats.KernelMarks.Add(1)
 		}
 	}
-	if j.leader {
-		w.endScan(j, rules, v, &o, cacheable, kernelCached)
-	}
+	w.endScan(j, rules, v, &o, cacheable, kernelCached)
 	j.done()
 
 	if o.err != nil {
@@ -118,7 +116,7 @@ func (w *worker) process(j *job) {
 	}
 }
 
-// endScan closes the scan of a leader: it keeps the verdict in the caches
+// endScan closes a scan: it keeps the verdict in the caches
 // if it still holds, and answers the events that waited for it.
 func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, cacheable, kernelCached bool) {
 	d := w.d
@@ -133,7 +131,8 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 	// Under scansMu: invalidate marks a running scan dirty under the same
 	// lock before it drops cache entries, so a write seen after this point
 	// finds the entry stored here and drops it.
-	valid = valid && !j.dirty && d.rules.Load().gen == rules.gen
+	dirty := j.dirty
+	valid = valid && !dirty && d.rules.Load().gen == rules.gen
 	if valid {
 		e := cacheEntry{id: j.info.ID, stamp: j.info.Stamp, gen: rules.gen, verdict: v}
 		if len(o.matches) > 0 {
@@ -141,10 +140,17 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 		}
 		d.cache.store(e)
 	}
-	delete(d.scans, j.info.ID)
+	if d.scans[j.info.ID] == j { // a scan of a newer version may have taken the place
+		delete(d.scans, j.info.ID)
+	}
 	followers := j.followers
 	d.scansMu.Unlock()
 
+	if ce := d.log.Check(zap.DebugLevel, "scanned"); ce != nil {
+		ce.Write(zap.ByteString("path", []byte(o.path)), zap.Int64("size", o.size), zap.Stringer("verdict", v),
+			zap.Bool("cached", valid), zap.Bool("kernel_cached", kernelCached && valid),
+			zap.Bool("dirty", dirty), zap.Bool("complete", o.complete), zap.Int("waited", len(followers)))
+	}
 	if kernelCached && !valid {
 		// A reload after the mark, a write during the scan, or a stamp
 		// that moved: the kernel must not answer for this file.

@@ -94,7 +94,7 @@ func TestConcurrentReaders(t *testing.T) {
 	for i := range files {
 		writeFile(t, filepath.Join(d.Dir, fmt.Sprintf("f%04d", i)), fmt.Sprintf("file %d\n", i), 0o644)
 	}
-	time.Sleep(200 * time.Millisecond) // let the writes' events drain
+	d.waitCounter("invalidations", files) // every writer's close seen: nothing more to drop
 	before := fds(t, d.Pid)
 
 	var wg sync.WaitGroup
