@@ -36,6 +36,8 @@ const (
 	wantMaxPending  = `an integer from 1 to 1048576`
 	wantLevel       = `"debug", "info", "warn" or "error"`
 	wantCache       = `an integer from 0 (no daemon cache) to 67108864`
+	wantCacheDir    = `an absolute directory, such as "/var/cache/fanguard", or "" for no compiled-rules cache`
+	wantSocket      = `an absolute path, such as "/run/fanguard/control.sock"`
 	wantUIDs        = `an array of integers from 0 to 4294967295, such as [0, 1000]`
 )
 
@@ -54,13 +56,15 @@ func Default() Config {
 		MaxPending:  4096,
 		ScanTimeout: 60 * time.Second,
 		Rules: RulesConfig{
-			Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"},
+			Dirs:     []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"},
+			CacheDir: "/var/cache/fanguard",
 		},
 		Protect: ProtectConfig{
 			FSTypes: defaultFSTypes(),
 		},
-		Cache: CacheConfig{Entries: 1_000_000},
-		Log:   LogConfig{Level: "info"},
+		Cache:   CacheConfig{Entries: 1_000_000},
+		Control: ControlConfig{Socket: "/run/fanguard/control.sock"},
+		Log:     LogConfig{Level: "info"},
 	}
 }
 
@@ -139,7 +143,12 @@ type rawConfig struct {
 	Rules   rawRules   `toml:"rules"`
 	Protect rawProtect `toml:"protect"`
 	Cache   rawCache   `toml:"cache"`
+	Control rawControl `toml:"control"`
 	Log     rawLog     `toml:"log"`
+}
+
+type rawControl struct {
+	Socket any `toml:"socket"`
 }
 
 type rawCache struct {
@@ -147,7 +156,8 @@ type rawCache struct {
 }
 
 type rawRules struct {
-	Dirs any `toml:"dirs"`
+	Dirs     any `toml:"dirs"`
+	CacheDir any `toml:"cache_dir"`
 }
 
 type rawProtect struct {
@@ -213,6 +223,13 @@ func (c *checker) convert(raw *rawConfig) Config {
 		} else {
 			cfg.Rules.Dirs = dirs
 		}
+	}
+
+	if dir, ok := c.path("rules.cache_dir", raw.Rules.CacheDir, wantCacheDir, true); ok {
+		cfg.Rules.CacheDir = dir
+	}
+	if sock, ok := c.path("control.socket", raw.Control.Socket, wantSocket, false); ok {
+		cfg.Control.Socket = sock
 	}
 
 	p := &cfg.Protect
@@ -400,6 +417,24 @@ func (c *checker) paths(key string, v any, want string) ([]string, bool) {
 		}
 	}
 	return out, ok
+}
+
+// path returns v as a cleaned absolute path; "" only if allowEmpty.
+func (c *checker) path(key string, v any, want string, allowEmpty bool) (string, bool) {
+	s, ok := c.str(key, v, want)
+	switch {
+	case !ok:
+		return "", false
+	case s == "" && allowEmpty:
+		return "", true
+	case strings.IndexByte(s, 0) >= 0:
+		c.bad(key, -1, v, "contains a NUL byte", want)
+	case !filepath.IsAbs(s):
+		c.bad(key, -1, v, "is not an absolute path", want)
+	default:
+		return filepath.Clean(s), true
+	}
+	return "", false
 }
 
 // fsTypes returns v as a non-empty list of local filesystem types without

@@ -27,12 +27,13 @@ func TestDefault(t *testing.T) {
 		MaxFileSize: 32 << 20,
 		MaxPending:  4096,
 		ScanTimeout: 60 * time.Second,
-		Rules:       RulesConfig{Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"}},
+		Rules:       RulesConfig{Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"}, CacheDir: "/var/cache/fanguard"},
 		Protect: ProtectConfig{
 			FSTypes: []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "vfat", "exfat", "f2fs", "iso9660"},
 		},
-		Cache: CacheConfig{Entries: 1_000_000},
-		Log:   LogConfig{Level: "info"},
+		Cache:   CacheConfig{Entries: 1_000_000},
+		Control: ControlConfig{Socket: "/run/fanguard/control.sock"},
+		Log:     LogConfig{Level: "info"},
 	}
 	if diff := cmp.Diff(want, Default()); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -70,7 +71,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"mode", "budget", "on_timeout", "on_error", "on_oversize", "on_overload",
 		"workers", "max_file_size", "max_pending", "scan_timeout", "rules.dirs",
 		"protect.paths", "protect.fs_types", "protect.exclude_paths",
-		"protect.exclude_exe", "protect.exclude_uids", "cache.entries", "log.level",
+		"protect.exclude_exe", "protect.exclude_uids", "cache.entries", "rules.cache_dir", "control.socket", "log.level",
 	} {
 		p, ok := pos[key]
 		if !ok {
@@ -388,7 +389,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "mdoe = \"audit\"\n",
-			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, scan_timeout at the top level, or the tables [rules], [protect], [cache], [log])`},
+			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, scan_timeout at the top level, or the tables [rules], [protect], [cache], [control], [log])`},
 		},
 		{
 			name: "top-level key below a table",
@@ -510,6 +511,11 @@ func TestParseErrors(t *testing.T) {
 			name: "workers float",
 			doc:  `workers = 1.5`,
 			want: []string{`workers: 1.5 is not an integer`},
+		},
+		{
+			name: "control.socket relative",
+			doc:  "[control]\nsocket = \"control.sock\"",
+			want: []string{`test.toml:2: control.socket: "control.sock" is not an absolute path (want an absolute path, such as "/run/fanguard/control.sock")`},
 		},
 		{
 			name: "cache.entries negative",

@@ -62,12 +62,19 @@ type Config struct {
 	Rules   RulesConfig
 	Protect ProtectConfig
 	Cache   CacheConfig
+	Control ControlConfig
 	Log     LogConfig
 }
 
 // RulesConfig is the [rules] table.
 type RulesConfig struct {
-	Dirs []string // dirs: rule directories, later ones override earlier ones by file name
+	Dirs     []string // dirs: rule directories, later ones override earlier ones by file name
+	CacheDir string   // cache_dir: compiled-rules cache; "" for none
+}
+
+// ControlConfig is the [control] table.
+type ControlConfig struct {
+	Socket string // socket: the root-only control socket (fanguard reload, status)
 }
 
 // ProtectConfig is the [protect] table.
