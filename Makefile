@@ -1,10 +1,11 @@
 # fanguard — make targets a newcomer can guess.
-#   make deps    install what is missing (libyara-dev, pkg-config via apt-get; Go modules)
+#   make deps    install what is missing (libyara-dev, pkg-config, systemd-analyze via apt-get; Go modules)
 #   make build   build bin/fanguard
 #   make run     build and run the daemon in the foreground with configs/ (whole machine protected)
 #   make test    go vet, staticcheck and every test with -race (root tests need root)
 #   make fuzz    run each fuzz target for FUZZTIME
-#   make install install the binary, the default config and rules
+#   make install install the binary, the default config and rules, the systemd unit
+#   make uninstall remove the binary, the unit and the shipped rules (keeps /etc, /var/lib)
 #   make bench   build, then test/bench/bench.sh: on-access cost vs no daemon and vs yara,
 #                writes BENCHMARKS.md; needs root; BENCHFLAGS="-n 2000 -k 5" to change it
 
@@ -13,19 +14,20 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 20s
 PREFIX    ?= /usr
+UNITDIR   ?= /usr/lib/systemd/system
 STATICCHECK_VERSION ?= v0.7.0
 BENCHFLAGS ?=
 
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test vet staticcheck fuzz install bench clean
+.PHONY: all deps build run test vet staticcheck fuzz install uninstall bench clean
 
 all: build
 
 deps:
-	@if ! pkg-config --exists yara 2>/dev/null || ! command -v mount >/dev/null; then \
-		echo "installing libyara-dev and pkg-config"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libyara-dev pkg-config mount; \
+	@if ! pkg-config --exists yara 2>/dev/null || ! command -v mount >/dev/null || ! command -v systemd-analyze >/dev/null; then \
+		echo "installing libyara-dev, pkg-config, mount and systemd (systemd-analyze)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libyara-dev pkg-config mount systemd; \
 	fi
 	$(GO) mod download
 
@@ -50,11 +52,32 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzMerge$$' -fuzztime $(FUZZTIME) ./scanner/
 
+# install: the binary, the shipped rules, the systemd unit, an empty
+# /etc/fanguard/rules.d for the administrator's rules, and the default config
+# unless one is there already. The unit runs /usr/sbin/fanguard: keep
+# PREFIX=/usr for a system install. Then: systemctl daemon-reload &&
+# systemctl enable --now fanguard.
 install: build
 	install -D -m 0755 bin/fanguard $(DESTDIR)$(PREFIX)/sbin/fanguard
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/fanguard/rules.d $(DESTDIR)/etc/fanguard/rules.d
 	install -m 0644 configs/rules.d/*.yar $(DESTDIR)$(PREFIX)/lib/fanguard/rules.d/
+	install -D -m 0644 configs/fanguard.service $(DESTDIR)$(UNITDIR)/fanguard.service
 	test -e $(DESTDIR)/etc/fanguard/fanguard.toml || install -m 0644 configs/fanguard.toml $(DESTDIR)/etc/fanguard/fanguard.toml
+
+# uninstall: stop and disable the service (only on a running systemd and
+# without DESTDIR), then remove the binary, the unit and the shipped rules.
+# It leaves /etc/fanguard (the administrator's config and rules) and
+# /var/lib/fanguard (state and quarantine: detected files and their record)
+# in place; remove those by hand if you mean it.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then \
+		systemctl disable --now fanguard.service || true; \
+	fi
+	rm -f $(DESTDIR)$(PREFIX)/sbin/fanguard $(DESTDIR)$(UNITDIR)/fanguard.service
+	rm -rf $(DESTDIR)$(PREFIX)/lib/fanguard
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then \
+		systemctl daemon-reload; \
+	fi
 
 bench: build
 	./test/bench/bench.sh -b bin/fanguard $(BENCHFLAGS)

@@ -36,9 +36,15 @@ type Options struct {
 	// Logger receives the daemon's log. It must not block (see LogSink);
 	// nil discards.
 	Logger *zap.Logger
-	// Ready is called once the marks are in place (systemd READY=1); nil
-	// does nothing.
-	Ready func()
+	// Notify receives the daemon's state changes for the service manager
+	// (systemd's READY=1, RELOADING=1, STATUS=, STOPPING=1); nil sends none.
+	Notify Notifier
+	// RuleDirs are watched for changes that reload the rules; none: no
+	// watching.
+	RuleDirs []string
+	// LogDropped reports the log entries dropped by the logger's queue,
+	// for the counters; nil: not known.
+	LogDropped func() uint64
 	// Owners maps uids to user names for the rules' "owner" variable. It
 	// must be read before the marks are placed (the daemon never opens
 	// /etc/passwd afterwards); nil means numeric uids.
@@ -51,7 +57,8 @@ type Options struct {
 type Daemon struct {
 	cfg       policy.Config
 	log       *zap.Logger
-	ready     func()
+	notify    Notifier
+	ruleDirs  []string
 	owners    map[uint32]string
 	excl      *policy.Exclusions
 	pid       int32
@@ -80,8 +87,29 @@ type Daemon struct {
 	// scanning again. Every job in the queue was put here first.
 	scans map[fan.FileID]*job
 
+	workers     []*worker
+	readerBusy  atomic.Int64 // when the reader began its current batch (Unix ns), 0 when idle
+	readerDone  atomic.Bool  // the reader returned
+	filesystems atomic.Int64 // protected now
+
 	stats Stats
 }
+
+// Notifier receives the daemon's state changes. Its methods must not
+// block for long; errors are the notifier's to log.
+type Notifier interface {
+	Ready()
+	Reloading()
+	Status(line string)
+	Stopping()
+}
+
+type nopNotifier struct{}
+
+func (nopNotifier) Ready()        {}
+func (nopNotifier) Reloading()    {}
+func (nopNotifier) Status(string) {}
+func (nopNotifier) Stopping()     {}
 
 // ruleSet is a compiled rule set and its generation: cached verdicts of
 // another generation are stale.
@@ -100,9 +128,9 @@ func New(opts Options) (*Daemon, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	ready := opts.Ready
-	if ready == nil {
-		ready = func() {}
+	notify := opts.Notify
+	if notify == nil {
+		notify = nopNotifier{}
 	}
 	g, err := fan.NewGroup(fan.GroupOptions{})
 	if err != nil {
@@ -116,7 +144,8 @@ func New(opts Options) (*Daemon, error) {
 	d := &Daemon{
 		cfg:       opts.Config,
 		log:       log,
-		ready:     ready,
+		notify:    notify,
+		ruleDirs:  opts.RuleDirs,
 		owners:    opts.Owners,
 		excl:      policy.NewExclusions(opts.Config.Protect),
 		pid:       int32(os.Getpid()),
@@ -128,6 +157,7 @@ func New(opts Options) (*Daemon, error) {
 		scans:     make(map[fan.FileID]*job),
 	}
 	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
+	d.stats.logDropped = opts.LogDropped
 	d.rules.Store(&ruleSet{rs: opts.Rules, gen: 1})
 	d.jobs.New = func() any { return newJob(d) }
 	return d, nil
@@ -153,21 +183,36 @@ func (d *Daemon) Stats() *Stats { return &d.stats }
 // LogStats logs the counters (on SIGUSR1, say).
 func (d *Daemon) LogStats() { d.log.Info("stats", d.stats.fields()...) }
 
+// ReloadResult is what a reload put in force.
+type ReloadResult struct {
+	Rules  int                 `json:"rules"`
+	Files  int                 `json:"files"`
+	Broken []scanner.FileError `json:"broken,omitempty"` // files left out
+	Took   time.Duration       `json:"took_ns"`
+	TookMS int64               `json:"took_ms"`
+}
+
 // Reload compiles the rules again and puts them in force: scans running
 // finish with the old rules, new scans use the new ones, and every cached
 // verdict becomes stale (the kernel's ignore marks are flushed, the
-// daemon's entries carry the old generation). If the rules cannot be
-// loaded, the rules in force stay and the error says why.
-func (d *Daemon) Reload() error {
+// daemon's entries carry the old generation). No event waits for the
+// compile. If the rules cannot be loaded, the rules in force stay and the
+// error says why. Reloads are serialized.
+func (d *Daemon) Reload() (ReloadResult, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	if d.loadRules == nil {
-		return errors.New("reloading rules: no way to load them")
+		return ReloadResult{}, errors.New("reloading rules: no way to load them")
 	}
+	d.notify.Reloading()
+	defer d.notify.Ready()
+	start := time.Now()
 	rs, err := d.loadRules()
 	if err != nil {
+		d.stats.ReloadFailures.Add(1)
 		d.log.Error("reloading rules failed, the rules in force stay", zap.Error(err))
-		return fmt.Errorf("reloading rules: %w", err)
+		d.updateStatus()
+		return ReloadResult{}, fmt.Errorf("reloading rules: %w", err)
 	}
 	for _, b := range rs.Broken {
 		d.log.Error("rule file left out", zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
@@ -175,15 +220,96 @@ func (d *Daemon) Reload() error {
 	gen := d.rules.Load().gen + 1
 	d.rules.Store(&ruleSet{rs: rs, gen: gen})
 	// After the swap: a worker that adds a mark for the old rules after
-	// this flush sees the new generation and removes it (see keep).
+	// this flush sees the new generation and removes it (see endScan).
 	if err := d.group.FlushInodeMarks(); err != nil {
 		d.log.Error("cannot flush the kernel's cached verdicts", zap.Error(err))
 	} else {
 		d.stats.KernelFlushes.Add(1)
 	}
 	d.stats.Reloads.Add(1)
-	d.log.Info("rules reloaded", zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)), zap.Uint64("generation", gen))
-	return nil
+	res := ReloadResult{Rules: rs.Count, Files: len(rs.Files), Broken: rs.Broken, Took: time.Since(start)}
+	res.TookMS = res.Took.Milliseconds()
+	d.log.Info("rules reloaded", zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)),
+		zap.Int("broken", len(rs.Broken)), zap.Uint64("generation", gen), zap.Duration("took", res.Took))
+	d.updateStatus()
+	return res, nil
+}
+
+// watchRules reloads the rules when something changes in the rule
+// directories, once the changes have settled for reloadDebounce.
+func (d *Daemon) watchRules(ctx context.Context) {
+	w, err := fan.NewDirWatcher(d.ruleDirs)
+	if err != nil {
+		d.log.Warn("not watching the rule directories; reload with SIGHUP or fanguard reload", zap.Error(err))
+		return
+	}
+	changes := make(chan struct{}, 1)
+	go func() {
+		defer close(changes)
+		for w.Wait() == nil {
+			select {
+			case changes <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	defer func() {
+		w.Close()
+		for range changes { // until the waiting goroutine is gone
+		}
+	}()
+	var settle <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-changes:
+			if !ok {
+				return
+			}
+			settle = time.After(reloadDebounce)
+		case <-settle:
+			settle = nil
+			d.Reload() // logs its outcome
+		}
+	}
+}
+
+// reloadDebounce is how long the rule directories must stay quiet after a
+// change before the rules are reloaded: an editor or a package manager
+// writes several files, or one file in several steps.
+const reloadDebounce = time.Second
+
+// updateStatus sends the one-line status to the service manager.
+func (d *Daemon) updateStatus() {
+	rs := d.rules.Load()
+	d.notify.Status(fmt.Sprintf("protecting %d filesystems with %d rules; %d events, %d scans, %d detections",
+		d.filesystems.Load(), rs.rs.Count, d.stats.Events.Load(), d.stats.Scans.Load(), d.stats.Detections.Load()))
+}
+
+// Healthy reports whether the pipeline makes progress: the reader is
+// alive and not stuck on one batch, and no scan has run past twice the
+// budget while events wait in the queue. The systemd watchdog pings only
+// while it holds: a wedged daemon is killed, and the kernel then allows
+// the opens it held.
+func (d *Daemon) Healthy() bool {
+	if d.readerDone.Load() {
+		return false
+	}
+	now := time.Now().UnixNano()
+	limit := int64(2 * d.cfg.Budget)
+	if since := d.readerBusy.Load(); since != 0 && now-since > limit {
+		return false
+	}
+	if len(d.queue) == 0 {
+		return true
+	}
+	for _, w := range d.workers {
+		if since := w.scanning.Load(); since != 0 && now-since > limit {
+			return false
+		}
+	}
+	return true
 }
 
 // Run places the marks, reports readiness, and serves events until ctx is
@@ -211,6 +337,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	for range d.cfg.Workers {
 		w := &worker{d: d}
+		d.workers = append(d.workers, w)
+	}
+	for _, w := range d.workers {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -218,7 +347,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	readerErr := make(chan error, 1)
-	go func() { readerErr <- d.read() }()
+	go func() {
+		err := d.read()
+		d.readerDone.Store(true)
+		readerErr <- err
+	}()
 	writesDone := make(chan error, 1)
 	go func() { writesDone <- d.watchWrites() }()
 
@@ -244,6 +377,29 @@ func (d *Daemon) Run(ctx context.Context) error {
 	markerDone := make(chan error, 1)
 	go func() { markerDone <- marker.Run() }()
 
+	// The control socket, the rule watcher and the status line: all off
+	// the event path.
+	bg, stopBG := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	defer func() {
+		stopBG()
+		background.Wait()
+	}()
+	if d.cfg.Control.Socket != "" {
+		ln, err := listenControl(d.cfg.Control.Socket)
+		if err != nil {
+			marker.Close()
+			d.shutdown(readerErr, &workers)
+			return err
+		}
+		defer os.Remove(d.cfg.Control.Socket)
+		background.Go(func() { d.serveControl(bg, ln) })
+	}
+	if len(d.ruleDirs) > 0 {
+		background.Go(func() { d.watchRules(bg) })
+	}
+
+	d.filesystems.Store(int64(len(marker.Marked())))
 	rules := d.rules.Load().rs
 	d.log.Info("protecting",
 		zap.Int("filesystems", len(marker.Marked())),
@@ -252,7 +408,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 		zap.Duration("budget", d.cfg.Budget),
 		zap.Stringer("mode", d.cfg.Mode),
 		zap.Int("cache_entries", d.cfg.Cache.Entries))
-	d.ready()
+	d.updateStatus()
+	d.notify.Ready()
+	background.Go(func() {
+		t := time.NewTicker(statusInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-bg.Done():
+				return
+			case <-t.C:
+				d.filesystems.Store(int64(len(marker.Marked())))
+				d.updateStatus()
+			}
+		}
+	})
 
 	var runErr error
 	select {
@@ -267,6 +437,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		runErr = fmt.Errorf("watching mounts: %w", runErr)
 	}
+	d.notify.Stopping()
+	stopBG()
 	marker.Close()
 	rerr := d.shutdown(readerErr, &workers)
 	if runErr == nil {
@@ -275,6 +447,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("stopped", d.stats.fields()...)
 	return runErr
 }
+
+// statusInterval is how often the status line is refreshed.
+const statusInterval = 10 * time.Second
 
 // markFilesystem marks a filesystem in both groups: for its opens and for
 // its writers' closes.
@@ -346,6 +521,7 @@ func (d *Daemon) read() error {
 			return err
 		}
 		now := time.Now()
+		d.readerBusy.Store(now.UnixNano())
 		for off := 0; off < n; {
 			ev, size, err := fan.ParseEvent(buf[off:n])
 			if err != nil {
@@ -358,6 +534,7 @@ func (d *Daemon) read() error {
 			off += size
 			d.handle(ev, now, scratch[:])
 		}
+		d.readerBusy.Store(0)
 	}
 }
 

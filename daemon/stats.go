@@ -39,44 +39,81 @@ type Stats struct {
 	DedupWaits     atomic.Uint64 // events that waited for a scan of the same file already running
 	Invalidations  atomic.Uint64 // writers' closes seen (FAN_CLOSE_WRITE)
 	Reloads        atomic.Uint64 // rule sets loaded after the first
+	ReloadFailures atomic.Uint64 // reloads that kept the rules in force
 
 	Decision latencyHistogram // from reading an event to answering it
+
+	logDropped func() uint64 // the logger's drop counter, if known
+}
+
+// counter is one named counter value.
+type counter struct {
+	name  string
+	value int64
+}
+
+// counters returns every counter, in a stable order.
+func (s *Stats) counters() []counter {
+	u := func(name string, v *atomic.Uint64) counter { return counter{name, int64(v.Load())} }
+	return []counter{
+		u("events", &s.Events),
+		u("own_pid", &s.OwnPid),
+		u("excluded", &s.Excluded),
+		u("overloaded", &s.Overloaded),
+		u("overflows", &s.Overflows),
+		u("not_regular", &s.NotRegular),
+		u("oversize", &s.Oversize),
+		u("scans", &s.Scans),
+		u("bytes_scanned", &s.BytesScanned),
+		u("detections", &s.Detections),
+		u("late_detections", &s.LateDetections),
+		u("timed_out", &s.TimedOut),
+		u("errors", &s.Errors),
+		u("answer_errors", &s.AnswerErrors),
+		u("parse_errors", &s.ParseErrors),
+		u("kernel_denied", &s.KernelDenied),
+		u("cache_hits", &s.CacheHits),
+		u("cache_misses", &s.CacheMisses),
+		u("cache_evictions", &s.CacheEvictions),
+		{"cache_entries", s.CacheEntries.Load()},
+		u("cached_denials", &s.CachedDenials),
+		u("kernel_marks_added", &s.KernelMarks),
+		u("kernel_marks_removed", &s.KernelUnmarks),
+		u("kernel_flushes", &s.KernelFlushes),
+		u("dedup_waits", &s.DedupWaits),
+		u("invalidations", &s.Invalidations),
+		u("reloads", &s.Reloads),
+		u("reload_failures", &s.ReloadFailures),
+		{"log_dropped", s.logDroppedCount()},
+		{"latency_p50_us", s.Decision.quantile(0.50).Microseconds()},
+		{"latency_p99_us", s.Decision.quantile(0.99).Microseconds()},
+		{"latency_max_us", s.Decision.max().Microseconds()},
+	}
+}
+
+func (s *Stats) logDroppedCount() int64 {
+	if s.logDropped == nil {
+		return 0
+	}
+	return int64(s.logDropped())
 }
 
 func (s *Stats) fields() []zap.Field {
-	p50, p99, max := s.Decision.quantile(0.50), s.Decision.quantile(0.99), s.Decision.max()
-	return []zap.Field{
-		zap.Uint64("events", s.Events.Load()),
-		zap.Uint64("own_pid", s.OwnPid.Load()),
-		zap.Uint64("excluded", s.Excluded.Load()),
-		zap.Uint64("overloaded", s.Overloaded.Load()),
-		zap.Uint64("overflows", s.Overflows.Load()),
-		zap.Uint64("not_regular", s.NotRegular.Load()),
-		zap.Uint64("oversize", s.Oversize.Load()),
-		zap.Uint64("scans", s.Scans.Load()),
-		zap.Uint64("bytes_scanned", s.BytesScanned.Load()),
-		zap.Uint64("detections", s.Detections.Load()),
-		zap.Uint64("late_detections", s.LateDetections.Load()),
-		zap.Uint64("timed_out", s.TimedOut.Load()),
-		zap.Uint64("errors", s.Errors.Load()),
-		zap.Uint64("answer_errors", s.AnswerErrors.Load()),
-		zap.Uint64("parse_errors", s.ParseErrors.Load()),
-		zap.Uint64("kernel_denied", s.KernelDenied.Load()),
-		zap.Uint64("cache_hits", s.CacheHits.Load()),
-		zap.Uint64("cache_misses", s.CacheMisses.Load()),
-		zap.Uint64("cache_evictions", s.CacheEvictions.Load()),
-		zap.Int64("cache_entries", s.CacheEntries.Load()),
-		zap.Uint64("cached_denials", s.CachedDenials.Load()),
-		zap.Uint64("kernel_marks_added", s.KernelMarks.Load()),
-		zap.Uint64("kernel_marks_removed", s.KernelUnmarks.Load()),
-		zap.Uint64("kernel_flushes", s.KernelFlushes.Load()),
-		zap.Uint64("dedup_waits", s.DedupWaits.Load()),
-		zap.Uint64("invalidations", s.Invalidations.Load()),
-		zap.Uint64("reloads", s.Reloads.Load()),
-		zap.Int64("latency_p50_us", p50.Microseconds()),
-		zap.Int64("latency_p99_us", p99.Microseconds()),
-		zap.Int64("latency_max_us", max.Microseconds()),
+	cs := s.counters()
+	f := make([]zap.Field, len(cs))
+	for i, c := range cs {
+		f[i] = zap.Int64(c.name, c.value)
 	}
+	return f
+}
+
+// snapshot returns the counters by name, for the control socket.
+func (s *Stats) snapshot() map[string]int64 {
+	m := make(map[string]int64)
+	for _, c := range s.counters() {
+		m[c.name] = c.value
+	}
+	return m
 }
 
 // latencyHistogram counts durations in log-linear buckets: 8 per power of

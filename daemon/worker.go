@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -11,17 +14,19 @@ import (
 	"github.com/fanguard/fanguard/fan"
 	"github.com/fanguard/fanguard/policy"
 	"github.com/fanguard/fanguard/scanner"
+	"github.com/fanguard/fanguard/systemd"
 )
 
 // A worker takes jobs off the queue and scans them with its own YARA
 // scanner, made for the rules in force. It owns its read buffer, which
 // grows to the largest file it has scanned (at most max_file_size).
 type worker struct {
-	d       *Daemon
-	rules   *ruleSet // what scanner was made for
-	scanner *scanner.Scanner
-	buf     []byte
-	path    [4096]byte
+	d        *Daemon
+	scanning atomic.Int64 // when the current scan began (Unix ns), 0 between scans: for Healthy
+	rules    *ruleSet     // what scanner was made for
+	scanner  *scanner.Scanner
+	buf      []byte
+	path     [4096]byte
 }
 
 func (w *worker) run() {
@@ -79,7 +84,9 @@ type outcome struct {
 	read     time.Time
 	path     string
 	size     int64
+	n        int  // bytes read and scanned (in the worker's buffer until its next scan)
 	complete bool // the whole file was read and scanned
+	sha256   string
 	matches  []scanner.Match
 	verdict  policy.Verdict // the scan's verdict
 	late     bool           // the budget ran out first: on_timeout was the answer
@@ -105,6 +112,10 @@ func (w *worker) process(j *job) {
 	}
 	w.endScan(j, rules, v, &o, cacheable, kernelCached)
 	j.done()
+	if len(o.matches) > 0 {
+		sum := sha256.Sum256(w.buf[:o.n])
+		o.sha256 = hex.EncodeToString(sum[:])
+	}
 
 	if o.err != nil {
 		d.stats.Errors.Add(1)
@@ -197,13 +208,16 @@ func (w *worker) scan(j *job, rules *ruleSet, o *outcome) policy.Verdict {
 	}
 	data := w.buf[:n]
 	vars := scanner.VarsFor(strings.TrimSuffix(o.path, " (deleted)"), data[:min(n, 64)], d.owner(j.info.UID))
+	w.scanning.Store(time.Now().UnixNano())
 	matches, err := w.scanner.Scan(data, vars)
+	w.scanning.Store(0)
 	d.stats.Scans.Add(1)
 	d.stats.BytesScanned.Add(uint64(n))
 	if err != nil {
 		o.err = err
 		return d.cfg.OnError
 	}
+	o.n = n
 	o.complete = int64(n) == size
 	o.matches = matches
 	v := policy.Allow
@@ -247,12 +261,14 @@ func (d *Daemon) logDetection(o *outcome) {
 			strs = append(strs, s.ID+"@"+strconv.FormatInt(s.Offset, 10))
 		}
 		d.log.Warn(msg,
+			zap.String("message_id", systemd.DetectionMessageID),
 			zap.String("rule", m.Rule),
 			zap.String("rule_file", m.File),
 			zap.Strings("tags", m.Tags),
 			zap.Stringer("action", m.Action),
 			zap.ByteString("path", []byte(o.path)),
 			zap.Int64("size", o.size),
+			zap.String("sha256", o.sha256),
 			zap.Int32("pid", o.pid),
 			zap.String("exe", exe),
 			zap.Int64("uid", uid),

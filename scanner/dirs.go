@@ -139,3 +139,51 @@ func isDevNull(fi fs.FileInfo) bool {
 	minor := rdev&0xff | (rdev>>12)&^0xff
 	return major == 1 && minor == 3
 }
+
+// Override is an entry of a rule directory that the entry of the same name
+// in a later directory replaced. It is a plain value, read-only within a
+// Ruleset.
+type Override struct {
+	Name string // file name
+	Path string // the entry replaced: a rule file, or a mask
+	By   string // the entry in force: a rule file, or a mask
+}
+
+// Mask is the entry that masks a name: an empty file or a symbolic link to
+// /dev/null. It is a plain value, read-only within a Ruleset.
+type Mask struct {
+	Name string // file name masked
+	Path string // the mask
+	Null bool   // Path is /dev/null (a symbolic link to it) rather than an empty file
+}
+
+// shadows lists, from the same listing as merge, the entries replaced by a
+// later one of the same name (by name, then in directory order) and the
+// masks in force (by name). It is pure, like merge.
+func shadows(listing []entry) ([]Override, []Mask) {
+	byName := make(map[string][]entry)
+	for _, e := range listing {
+		if isRuleFileName(e.Name) {
+			byName[e.Name] = append(byName[e.Name], e)
+		}
+	}
+	names := make([]string, 0, len(byName))
+	for name := range byName {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+
+	var overridden []Override
+	var masks []Mask
+	for _, name := range names {
+		es := byName[name]
+		last := es[len(es)-1]
+		for _, e := range es[:len(es)-1] {
+			overridden = append(overridden, Override{Name: name, Path: e.Path, By: last.Path})
+		}
+		if last.Kind == kindEmpty || last.Kind == kindNull {
+			masks = append(masks, Mask{Name: name, Path: last.Path, Null: last.Kind == kindNull})
+		}
+	}
+	return overridden, masks
+}

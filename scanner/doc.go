@@ -3,8 +3,10 @@
 //
 // Load merges the rule directories by file name (a later directory replaces
 // an earlier one's file, an empty file or a symbolic link to /dev/null masks
-// the name), compiles every file on its own to find and report the broken
-// ones, and builds one shared, read-only Ruleset from the rest. Each scan
+// the name), compiles the files together, falling back to compiling them
+// one by one to find and report the broken ones, and builds one shared,
+// read-only Ruleset from the rest. A digest of its inputs names it (the
+// generation) and keys an optional cache of compiled rules. Each scan
 // worker then owns a Scanner made by Ruleset.NewScanner.
 //
 // This package must never open files on the daemon's event path: the daemon

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -22,6 +23,25 @@ type includer struct {
 	// refused says why includes failed during the current AddFile;
 	// libyara only reports that the callback returned nothing.
 	refused []string
+	// deps are the includes resolved during the current AddFile, with
+	// what reading them gave: they are part of the rules generation.
+	deps []dep
+}
+
+// dep is a file an include statement resolved to and what reading it
+// gave. Reading Path again must give State again for compiled rules to be
+// reused (see the cache).
+type dep struct {
+	Path  string `json:"path"`  // the include resolved against the including file, before symbolic links
+	State string `json:"state"` // "sha256:" and the content's hex digest, or "error: " and why it was refused
+}
+
+// depState describes the outcome of reading an include for a dep.
+func depState(data []byte, err error) string {
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return "sha256:" + hexSum(data)
 }
 
 // includeRoots resolves the symbolic links of the rule directories that
@@ -54,7 +74,12 @@ func (in *includer) resolve(name, fallback string) string {
 // nil, which makes the compile fail, otherwise; the reason is kept in
 // in.refused.
 func (in *includer) include(name, from, _ string) []byte {
-	data, p, err := in.read(name, from)
+	p := in.path(name, from)
+	data, err := readInclude(p, in.roots)
+	d := dep{Path: p, State: depState(data, err)}
+	if !slices.Contains(in.deps, d) {
+		in.deps = append(in.deps, d)
+	}
 	if err != nil {
 		in.refused = append(in.refused, fmt.Sprintf("include %q: %v", name, err))
 		return nil
@@ -69,45 +94,51 @@ func (in *includer) include(name, from, _ string) []byte {
 	return data
 }
 
-// read resolves and reads an included file.
-func (in *includer) read(name, from string) ([]byte, string, error) {
+// path resolves an include name against the file that includes it.
+func (in *includer) path(name, from string) string {
 	p := name
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(filepath.Dir(in.resolve(from, from)), p)
 	}
-	p = filepath.Clean(p)
+	return filepath.Clean(p)
+}
+
+// readInclude reads the included file p when its real path lies inside one
+// of roots. It depends only on its arguments and the file system, so that
+// checking a cached dep gives what the compile got.
+func readInclude(p string, roots []string) ([]byte, error) {
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	if !in.inside(real) {
-		return nil, "", fmt.Errorf("%s is outside the rule directories (%s); includes must stay inside them",
-			real, strings.Join(in.roots, ", "))
+	if !inside(real, roots) {
+		return nil, fmt.Errorf("%s is outside the rule directories (%s); includes must stay inside them",
+			real, strings.Join(roots, ", "))
 	}
 	fi, err := os.Stat(real)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, "", fmt.Errorf("%s is not a regular file", real)
+		return nil, fmt.Errorf("%s is not a regular file", real)
 	}
 	if fi.Size() > maxIncludeSize {
-		return nil, "", fmt.Errorf("%s is larger than %d bytes", real, maxIncludeSize)
+		return nil, fmt.Errorf("%s is larger than %d bytes", real, maxIncludeSize)
 	}
 	data, err := os.ReadFile(real)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if data == nil {
 		data = []byte{}
 	}
-	return data, p, nil
+	return data, nil
 }
 
 // inside reports whether the (symlink-free, clean) path p lies inside one
 // of the roots.
-func (in *includer) inside(p string) bool {
-	for _, r := range in.roots {
+func inside(p string, roots []string) bool {
+	for _, r := range roots {
 		if r == "/" || strings.HasPrefix(p, r+"/") {
 			return true
 		}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/fanguard/fanguard/policy"
 	"github.com/hillu/go-yara/v4"
@@ -16,12 +17,28 @@ import (
 // load: no rule file in the directories, or every one of them broken.
 var ErrNoRules = errors.New("no rules loaded")
 
-// LoadOptions says where Load finds the rules. Load only reads it.
+// errChanged says that a rule file changed between the hashing and the
+// compile; Load starts over.
+var errChanged = errors.New("rule file changed while loading")
+
+// loadAttempts bounds how often Load starts over when rule files change
+// under it.
+const loadAttempts = 3
+
+// LoadOptions says where Load finds the rules. Load only reads it; the
+// zero value loads nothing and caches nothing.
 type LoadOptions struct {
 	// Dirs are the rule directories, in order: a file in a later directory
 	// replaces the file of the same name in an earlier one. Directories
 	// that do not exist are skipped (and listed in Ruleset.MissingDirs).
 	Dirs []string
+	// CacheDir holds compiled rule sets by generation, so that loading
+	// unchanged rules again reads them instead of compiling (such as
+	// /var/cache/fanguard). It is created (mode 0700) when missing, and
+	// used only when it belongs to this user and nobody else may write to
+	// it. "" means no cache: every Load compiles. Problems with the cache
+	// never fail Load; see Ruleset.CacheError.
+	CacheDir string
 }
 
 // Ruleset is a compiled set of rules with what Load learnt on the way.
@@ -36,7 +53,23 @@ type Ruleset struct {
 	MissingDirs []string    // rule directories that do not exist (skipped)
 	Count       int         // number of rules loaded
 
-	rules *yara.Rules
+	Overridden []Override // entries replaced by a later directory's entry of the same name
+	Masks      []Mask     // where each name of Masked is masked
+
+	// Generation identifies the rules: the hex SHA-256 of the libyara
+	// version, each effective file in load order (name, path, content
+	// and the content of the files it includes) and the masked names.
+	// The same rules on disk give the same generation, any change to
+	// them (content, a file added, removed, masked, unmasked or
+	// overridden) a new one. See ShortGeneration for display.
+	Generation string
+	FromCache  bool          // the compiled rules came from LoadOptions.CacheDir
+	LoadTime   time.Duration // how long Load took
+	// CacheError says why the cache was not used or not written (the
+	// rules loaded anyway); nil when it worked or when there is none.
+	CacheError error
+
+	rules *yara.Rules // nil when no rule loaded
 	index map[ruleKey]ruleInfo
 }
 
@@ -81,13 +114,19 @@ var externals = [...]string{"filename", "filepath", "extension", "filetype", "ow
 
 // Load reads, checks and compiles the rule files of opts.Dirs (see the
 // package doc for the merging rules). A file that does not compile is left
-// out and listed in Ruleset.Broken with file and line; the rest load.
+// out and listed in Ruleset.Broken with file and line; the rest load. With
+// opts.CacheDir, rules compiled before from the same generation are read
+// from there instead, with the same Ruleset as a compile would give.
 //
 // Load reads the file system: call it before any fanotify mark is placed.
-// It returns an error wrapping ErrNoRules when no rule is left, and a plain
-// error when a rule directory exists but cannot be read (loading without it
-// could bring back files it masks).
+// When no rule is left it returns an error wrapping ErrNoRules together
+// with a Ruleset that says why (Broken, Masked, Files, Generation) but
+// holds no rules: its NewScanner fails. It returns a plain error and no
+// Ruleset when a rule directory exists but cannot be read (loading without
+// it could bring back files it masks), or when the rule files keep
+// changing while they are read.
 func Load(opts LoadOptions) (*Ruleset, error) {
+	start := time.Now()
 	dirs := make([]string, 0, len(opts.Dirs))
 	for _, d := range opts.Dirs {
 		abs, err := filepath.Abs(d)
@@ -96,42 +135,87 @@ func Load(opts LoadOptions) (*Ruleset, error) {
 		}
 		dirs = append(dirs, abs)
 	}
+	var rs *Ruleset
+	var err error
+	for range loadAttempts {
+		rs, err = load(dirs, opts.CacheDir)
+		if !errors.Is(err, errChanged) {
+			break
+		}
+	}
+	if errors.Is(err, errChanged) {
+		return nil, fmt.Errorf("loading rules from %s: %w (tried %d times)", strings.Join(dirs, ", "), err, loadAttempts)
+	}
+	if rs != nil {
+		rs.LoadTime = time.Since(start)
+	}
+	return rs, err
+}
+
+// load is one attempt of Load on absolute directories.
+func load(dirs []string, cacheDir string) (*Ruleset, error) {
 	listing, missing, err := listDirs(dirs)
 	if err != nil {
 		return nil, err
 	}
 	m := merge(listing)
 	rs := &Ruleset{Masked: m.Masked, MissingDirs: missing}
+	rs.Overridden, rs.Masks = shadows(listing)
 	for _, e := range m.Bad {
 		rs.Broken = append(rs.Broken, FileError{Path: e.Path, Msg: e.Note})
 	}
 	roots := includeRoots(dirs)
+	inputs := make([]input, len(m.Files))
+	for i, f := range m.Files {
+		inputs[i] = readInput(f)
+	}
 
-	// Compile each file alone first: a failed AddFile spoils the
-	// compiler, and this way every broken file is found with its line.
-	var good []entry
-	for _, f := range m.Files {
-		warns, ferr := checkFile(f, roots)
-		if ferr != nil {
-			rs.Broken = append(rs.Broken, *ferr)
-			continue
+	var c *compiled
+	if cacheDir != "" {
+		if err := prepareCacheDir(cacheDir); err != nil {
+			rs.CacheError, cacheDir = err, ""
 		}
-		rs.Warnings = append(rs.Warnings, warns...)
-		good = append(good, f)
 	}
+	if cacheDir != "" {
+		c, rs.CacheError = lookupCache(cacheDir, inputs, m.Masked, roots)
+		rs.FromCache = c != nil
+	}
+	if c == nil {
+		if c, err = compile(inputs, roots); err != nil {
+			return nil, err
+		}
+	}
+	rs.Generation = generation(yaraVersion(), inputs, c.deps(), m.Masked)
 
-	rules, good, broken, err := build(good, roots)
-	rs.Broken = append(rs.Broken, broken...)
-	if err != nil {
-		return nil, err
+	var good []entry
+	for i, r := range c.results {
+		switch {
+		case inputs[i].err != nil:
+			rs.Broken = append(rs.Broken, *inputs[i].err)
+		case r.Err != nil:
+			rs.Broken = append(rs.Broken, *r.Err)
+		default:
+			rs.Warnings = append(rs.Warnings, r.Warnings...)
+			good = append(good, inputs[i].entry)
+		}
 	}
-	if rules == nil {
-		return nil, noRules(dirs, rs.Broken)
+	if c.rules == nil {
+		return rs, noRules(dirs, rs.Broken)
 	}
-	rs.rules = rules
+	rs.rules = c.rules
 	rs.indexRules(good)
 	if rs.Count == 0 {
-		return nil, noRules(dirs, rs.Broken)
+		rs.rules, rs.index = nil, nil
+		return rs, noRules(dirs, rs.Broken)
+	}
+	if cacheDir != "" && !rs.FromCache {
+		// The cache must hold what the generation names: the
+		// files may not have changed since they were hashed.
+		if err := unchanged(inputs); err != nil {
+			rs.CacheError = errors.Join(rs.CacheError, fmt.Errorf("not caching the compiled rules: %w", err))
+		} else if err := storeCache(cacheDir, rs.Generation, inputs, m.Masked, c, rs.Count); err != nil {
+			rs.CacheError = errors.Join(rs.CacheError, err)
+		}
 	}
 	return rs, nil
 }
@@ -147,6 +231,21 @@ func noRules(dirs []string, broken []FileError) error {
 	}
 	return fmt.Errorf("loading rules from %s: %w; broken files left out: %s",
 		strings.Join(dirs, ", "), ErrNoRules, strings.Join(msgs, "; "))
+}
+
+// unchanged checks that the readable inputs are still the files that
+// were hashed.
+func unchanged(inputs []input) error {
+	for _, in := range inputs {
+		if in.err != nil {
+			continue
+		}
+		fi, err := os.Stat(in.Path)
+		if err != nil || statID(fi) != in.id {
+			return fmt.Errorf("checking %s: %w", in.Path, errChanged)
+		}
+	}
+	return nil
 }
 
 // newCompiler returns a compiler with the externals declared and includes
@@ -173,19 +272,26 @@ func destroyCompiler(c *yara.Compiler) {
 	c.Destroy()
 }
 
-// addFile compiles the file f into c. On failure it returns the error as a
-// FileError naming the file and line; c is then unusable.
-func addFile(c *yara.Compiler, inc *includer, f entry) *FileError {
+// addFile compiles the file f into c and returns the includes it resolved.
+// When f does not compile it returns the error as a FileError naming the
+// file and line; c is then unusable. The error is errChanged when f is no
+// longer the file that was hashed.
+func addFile(c *yara.Compiler, inc *includer, f input) ([]dep, *FileError, error) {
 	inc.refused = inc.refused[:0]
+	inc.deps = nil
 	fh, err := os.Open(f.Path)
 	if err != nil {
-		return &FileError{Path: f.Path, Msg: err.Error()}
+		return nil, nil, fmt.Errorf("opening %s: %w", f.Path, errChanged)
 	}
 	defer fh.Close()
+	if fi, err := fh.Stat(); err != nil || statID(fi) != f.id {
+		return nil, nil, fmt.Errorf("opening %s: %w", f.Path, errChanged)
+	}
 	nerr := len(c.Errors)
 	err = c.AddFile(fh, f.Name)
+	deps := inc.deps
 	if err == nil {
-		return nil
+		return deps, nil, nil
 	}
 	fe := FileError{Path: f.Path, Msg: err.Error()}
 	if len(c.Errors) > nerr {
@@ -202,61 +308,131 @@ func addFile(c *yara.Compiler, inc *includer, f entry) *FileError {
 	if more := len(c.Errors) - nerr - 1; more > 0 {
 		fe.Msg += fmt.Sprintf(" (and %d more errors)", more)
 	}
-	return &fe
+	return deps, &fe, nil
 }
 
-// checkFile compiles f alone in a throwaway compiler and returns its
-// warnings, or the reason it does not compile.
-func checkFile(f entry, roots []string) ([]FileError, *FileError) {
+// checkFile compiles f alone in a throwaway compiler and returns the
+// includes it resolved and, when it does not compile, why.
+func checkFile(f input, roots []string) ([]dep, *FileError, error) {
 	inc := &includer{roots: roots}
 	c, err := newCompiler(inc)
 	if err != nil {
-		return nil, &FileError{Path: f.Path, Msg: err.Error()}
+		return nil, nil, err
 	}
 	defer destroyCompiler(c)
-	if fe := addFile(c, inc, f); fe != nil {
-		return nil, fe
-	}
-	var warns []FileError
-	for _, w := range c.Warnings {
-		warns = append(warns, FileError{Path: inc.resolve(w.Filename, f.Path), Line: w.Line, Msg: w.Text})
-	}
-	return warns, nil
+	return addFile(c, inc, f)
 }
 
-// build compiles files, each in its own namespace (its name), into one rule
-// set. A file that fails here (although it compiled alone) is dropped and
-// the set rebuilt in a fresh compiler. It returns the rules (nil when no
-// file is left), the files in them, and the files dropped.
-func build(files []entry, roots []string) (*yara.Rules, []entry, []FileError, error) {
-	var broken []FileError
-	for len(files) > 0 {
-		inc := &includer{roots: roots}
-		c, err := newCompiler(inc)
-		if err != nil {
-			return nil, nil, broken, err
-		}
-		failed := -1
-		for i, f := range files {
-			if fe := addFile(c, inc, f); fe != nil {
-				broken = append(broken, *fe)
-				failed = i
-				break
-			}
-		}
-		if failed >= 0 {
-			destroyCompiler(c)
-			files = append(files[:failed:failed], files[failed+1:]...)
-			continue
-		}
-		rules, err := c.GetRules()
-		destroyCompiler(c)
-		if err != nil {
-			return nil, nil, broken, fmt.Errorf("building rule set: %w", err)
-		}
-		return rules, files, broken, nil
+// compiled is the outcome of compiling the inputs, or of reading them
+// from the cache.
+type compiled struct {
+	rules   *yara.Rules  // nil when no file compiled
+	results []fileResult // one per input, in order
+}
+
+// fileResult is what compiling one input gave.
+type fileResult struct {
+	Deps     []dep       `json:"deps,omitempty"`     // files its includes resolved to
+	Warnings []FileError `json:"warnings,omitempty"` // compiler warnings, when it compiled
+	Err      *FileError  `json:"error,omitempty"`    // why it does not compile
+}
+
+// deps returns the deps of each input, for the generation.
+func (c *compiled) deps() [][]dep {
+	out := make([][]dep, len(c.results))
+	for i, r := range c.results {
+		out[i] = r.Deps
 	}
-	return nil, nil, broken, nil
+	return out
+}
+
+// compile builds the readable inputs, each in its own namespace (its
+// name), into one rule set. It first tries all of them in one compiler.
+// A failed AddFile spoils the compiler, so when one fails, every file not
+// yet known to compile is checked alone in a throwaway compiler: the files
+// broken on their own are left out with that compile's error (file and
+// line). A file that compiles alone but not with the others is left out
+// with the error of the combined compile. Then the rest is compiled again
+// in a fresh compiler, until one compile succeeds.
+func compile(inputs []input, roots []string) (*compiled, error) {
+	out := &compiled{results: make([]fileResult, len(inputs))}
+	var pending []int // indexes into inputs, in order
+	for i, in := range inputs {
+		if in.err == nil {
+			pending = append(pending, i)
+		}
+	}
+	checked := make([]bool, len(inputs)) // compiled alone without error
+	for len(pending) > 0 {
+		rules, failed, fail, err := compileAll(inputs, pending, roots, out.results)
+		if err != nil {
+			return nil, err
+		}
+		if failed < 0 {
+			out.rules = rules
+			return out, nil
+		}
+		next := pending[:failed:failed]
+		for k := failed; k < len(pending); k++ {
+			i := pending[k]
+			if checked[i] && k != failed {
+				next = append(next, i)
+				continue
+			}
+			if !checked[i] {
+				deps, fe, err := checkFile(inputs[i], roots)
+				if err != nil {
+					return nil, err
+				}
+				if fe != nil {
+					out.results[i] = fileResult{Deps: deps, Err: fe}
+					continue
+				}
+				checked[i] = true
+			}
+			if k == failed {
+				out.results[i] = fail
+				continue
+			}
+			next = append(next, i)
+		}
+		pending = next
+	}
+	return out, nil
+}
+
+// compileAll compiles inputs[pending...] in one compiler and records the
+// includes and warnings of each in results. When a file does not compile
+// it returns its position in pending and its result; failed is -1
+// otherwise.
+func compileAll(inputs []input, pending []int, roots []string, results []fileResult) (rules *yara.Rules, failed int, fail fileResult, err error) {
+	inc := &includer{roots: roots}
+	c, err := newCompiler(inc)
+	if err != nil {
+		return nil, -1, fileResult{}, err
+	}
+	defer destroyCompiler(c)
+	for k, i := range pending {
+		f := inputs[i]
+		nwarn := len(c.Warnings)
+		deps, fe, err := addFile(c, inc, f)
+		if err != nil {
+			return nil, -1, fileResult{}, err
+		}
+		if fe != nil {
+			return nil, k, fileResult{Deps: deps, Err: fe}, nil
+		}
+		r := fileResult{Deps: deps}
+		for _, w := range c.Warnings[nwarn:] {
+			r.Warnings = append(r.Warnings, FileError{Path: inc.resolve(w.Filename, f.Path), Line: w.Line, Msg: w.Text})
+		}
+		results[i] = r
+	}
+	rules, err = c.GetRules()
+	if err != nil {
+		return nil, -1, fileResult{}, fmt.Errorf("building rule set: %w", err)
+	}
+	return rules, -1, fileResult{}, nil
 }
 
 // indexRules records each rule's file, tags, metadata and action, and counts

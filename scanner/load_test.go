@@ -3,8 +3,10 @@ package scanner
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -325,36 +327,77 @@ func TestReversingLabsRules(t *testing.T) {
 	}
 }
 
-// TestBuildDropsOffender checks the last line of defence: a file that fails
-// in the combined compile (here never checked alone) is dropped, and the
-// set is rebuilt from the others in a fresh compiler.
-func TestBuildDropsOffender(t *testing.T) {
-	dir := t.TempDir()
-	files := map[string]string{"a.yar": rule("a"), "b.yar": "rule b {\n condition: nope\n}\n", "c.yar": rule("c"), "d.yar": "rule {"}
-	writeTree(t, dir, files)
-	var entries []entry
-	for _, name := range []string{"a.yar", "b.yar", "c.yar", "d.yar"} {
-		entries = append(entries, entry{Name: name, Path: filepath.Join(dir, name), Kind: kindRule})
+// TestCompileIsolatesBroken checks compile's fallback: the files are first
+// compiled together, and when one fails, the files broken on their own are
+// found alone and left out with file and line, and the rest is rebuilt in
+// a fresh compiler.
+func TestCompileIsolatesBroken(t *testing.T) {
+	tests := []struct {
+		name       string
+		files      map[string]string
+		wantGood   []string
+		wantBroken []string // base:line
+		wantRules  int
+	}{
+		{
+			name:      "none broken",
+			files:     map[string]string{"a.yar": rule("a"), "b.yar": rule("b") + rule("b2")},
+			wantGood:  []string{"a.yar", "b.yar"},
+			wantRules: 3,
+		},
+		{
+			name:       "two broken among good ones",
+			files:      map[string]string{"a.yar": rule("a"), "b.yar": "rule b {\n condition: nope\n}\n", "c.yar": rule("c"), "d.yar": "rule {"},
+			wantGood:   []string{"a.yar", "c.yar"},
+			wantBroken: []string{"b.yar:2", "d.yar:1"},
+			wantRules:  2,
+		},
+		{
+			name:       "first broken",
+			files:      map[string]string{"a.yar": "rule a {\n\n condition: nope\n}\n", "b.yar": rule("b")},
+			wantGood:   []string{"b.yar"},
+			wantBroken: []string{"a.yar:3"},
+			wantRules:  1,
+		},
+		{
+			name:       "all broken",
+			files:      map[string]string{"a.yar": "rule {", "b.yar": "rule b {\n condition: nope\n}\n"},
+			wantBroken: []string{"a.yar:1", "b.yar:2"},
+		},
 	}
-	rules, good, broken, err := build(entries, includeRoots([]string{dir}))
-	if err != nil || rules == nil {
-		t.Fatalf("build() = %v, %v", rules, err)
-	}
-	var goodNames []string
-	for _, e := range good {
-		goodNames = append(goodNames, e.Name)
-	}
-	var brokenAt []string
-	for _, b := range broken {
-		brokenAt = append(brokenAt, fmt.Sprintf("%s:%d", filepath.Base(b.Path), b.Line))
-	}
-	if diff := cmp.Diff([]string{"a.yar", "c.yar"}, goodNames); diff != "" {
-		t.Errorf("good files mismatch (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]string{"b.yar:2", "d.yar:1"}, brokenAt); diff != "" {
-		t.Errorf("broken files mismatch (-want +got):\n%s", diff)
-	}
-	if n := len(rules.GetRules()); n != 2 {
-		t.Errorf("rule set holds %d rules, want 2", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeTree(t, dir, tt.files)
+			var inputs []input
+			for _, name := range slices.Sorted(maps.Keys(tt.files)) {
+				inputs = append(inputs, readInput(entry{Name: name, Path: filepath.Join(dir, name), Kind: kindRule}))
+			}
+			c, err := compile(inputs, includeRoots([]string{dir}))
+			if err != nil {
+				t.Fatalf("compile() error = %v", err)
+			}
+			var good, brokenAt []string
+			for i, r := range c.results {
+				if r.Err != nil {
+					brokenAt = append(brokenAt, fmt.Sprintf("%s:%d", filepath.Base(r.Err.Path), r.Err.Line))
+				} else {
+					good = append(good, inputs[i].Name)
+				}
+			}
+			if diff := cmp.Diff(tt.wantGood, good); diff != "" {
+				t.Errorf("good files mismatch (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantBroken, brokenAt); diff != "" {
+				t.Errorf("broken files mismatch (-want +got):\n%s", diff)
+			}
+			n := 0
+			if c.rules != nil {
+				n = len(c.rules.GetRules())
+			}
+			if n != tt.wantRules {
+				t.Errorf("rule set holds %d rules, want %d", n, tt.wantRules)
+			}
+		})
 	}
 }

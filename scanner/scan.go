@@ -72,7 +72,13 @@ type Scanner struct {
 // NewScanner returns a scanner for one worker. timeout bounds the CPU time
 // of one scan; YARA counts whole seconds, so it is rounded up (0 or less:
 // no bound). The scanner sets SCAN_FLAGS_NO_TRYCATCH (see the constant).
+//
+// It fails with an error wrapping ErrNoRules for the rule-less Ruleset
+// that Load returns with ErrNoRules.
 func (rs *Ruleset) NewScanner(timeout time.Duration) (*Scanner, error) {
+	if rs.rules == nil {
+		return nil, fmt.Errorf("creating scanner: %w", ErrNoRules)
+	}
 	ys, err := yara.NewScanner(rs.rules)
 	if err != nil {
 		return nil, fmt.Errorf("creating YARA scanner: %w", err)

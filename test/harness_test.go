@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -91,17 +92,24 @@ type daemon struct {
 	RulesDir string // the tests' own rule directory (test.yar), loaded after configs/rules.d
 	exit     chan error
 
-	mu   sync.Mutex // guards log
-	log  bytes.Buffer
-	logc chan struct{} // signalled on every new log line
+	Control string // the control socket
+	Config  string // the configuration file
+
+	mu    sync.Mutex // guards log and notes
+	log   bytes.Buffer
+	notes []notification
+	logc  chan struct{} // signalled on every new log line
 }
 
 // options for startDaemon.
 type options struct {
-	config string // extra TOML, top-level keys first
-	tables string // extra TOML tables
-	dir    string // protect this directory instead of a fresh tmpfs
-	nofile int    // if set, the daemon's RLIMIT_NOFILE (soft and hard)
+	config    string        // extra TOML, top-level keys first
+	tables    string        // extra TOML tables
+	dir       string        // protect this directory instead of a fresh tmpfs
+	nofile    int           // if set, the daemon's RLIMIT_NOFILE (soft and hard)
+	ruleDirs  []string      // rule directories loaded before the shipped ones and the tests' own
+	watchdog  time.Duration // if set, WATCHDOG_USEC for the daemon
+	startWait time.Duration // how long to wait for READY=1 (default 60 s)
 }
 
 // startDaemon mounts a tmpfs, writes a config that protects only it, runs
@@ -121,8 +129,13 @@ func startDaemon(t *testing.T, o options) *daemon {
 	if err := os.WriteFile(filepath.Join(rules, "test.yar"), []byte(testRules), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf("%s\nscan_timeout = \"60s\"\n[rules]\ndirs = [%q, %q]\n[protect]\npaths = [%q]\n%s\n",
-		o.config, mustAbs(t, "../configs/rules.d"), rules, dir, o.tables)
+	var dirs []string
+	for _, rd := range append(o.ruleDirs, mustAbs(t, "../configs/rules.d"), rules) {
+		dirs = append(dirs, strconv.Quote(rd))
+	}
+	control := filepath.Join(work, "control.sock")
+	cfg := fmt.Sprintf("%s\nscan_timeout = \"60s\"\n[rules]\ndirs = [%s]\ncache_dir = %q\n[protect]\npaths = [%q]\n[control]\nsocket = %q\n%s\n",
+		o.config, strings.Join(dirs, ", "), filepath.Join(work, "cache"), dir, control, o.tables)
 	cfgPath := filepath.Join(work, "fanguard.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -133,14 +146,18 @@ func startDaemon(t *testing.T, o options) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 
-	d := &daemon{t: t, Dir: dir, RulesDir: rules, exit: make(chan error, 1), logc: make(chan struct{}, 1)}
+	d := &daemon{t: t, Dir: dir, RulesDir: rules, Control: control, Config: cfgPath,
+		exit: make(chan error, 1), logc: make(chan struct{}, 1)}
 	d.cmd = exec.Command(binary, "daemon", "--config", cfgPath)
 	if o.nofile > 0 {
 		d.cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" daemon --config "$1"`, o.nofile), binary, cfgPath)
 	}
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	if o.watchdog > 0 {
+		d.cmd.Env = append(d.cmd.Env, fmt.Sprintf("WATCHDOG_USEC=%d", o.watchdog.Microseconds()))
+	}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -158,32 +175,60 @@ func startDaemon(t *testing.T, o options) *daemon {
 		}
 	})
 
-	ready := make(chan string, 1)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			ln.SetReadDeadline(time.Now().Add(60 * time.Second))
-			n, err := ln.Read(buf)
-			if err != nil {
-				ready <- "error: " + err.Error()
-				return
-			}
-			if strings.Contains(string(buf[:n]), "READY=1") {
-				ready <- "READY=1"
-				return
-			}
+	go d.listen(ln)
+	wait := o.startWait
+	if wait == 0 {
+		wait = 60 * time.Second
+	}
+	deadline := time.After(wait)
+	for !d.notified("READY=1") {
+		select {
+		case err := <-d.exit:
+			d.exit <- err
+			t.Fatalf("daemon exited before READY=1: %v\n%s", err, d.Log())
+		case <-deadline:
+			t.Fatalf("no READY=1 within %v; log:\n%s", wait, d.Log())
+		case <-time.After(10 * time.Millisecond):
 		}
-	}()
-	select {
-	case msg := <-ready:
-		if msg != "READY=1" {
-			t.Fatalf("daemon not ready: %s", msg)
-		}
-	case err := <-d.exit:
-		d.exit <- err
-		t.Fatalf("daemon exited before READY=1: %v\n%s", err, d.Log())
 	}
 	return d
+}
+
+// notification is one sd_notify datagram the daemon sent.
+type notification struct {
+	at  time.Time
+	msg string
+}
+
+// listen records the daemon's sd_notify datagrams.
+func (d *daemon) listen(ln *net.UnixConn) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := ln.Read(buf)
+		if err != nil {
+			return
+		}
+		d.mu.Lock()
+		d.notes = append(d.notes, notification{time.Now(), string(buf[:n])})
+		d.mu.Unlock()
+	}
+}
+
+// notifications returns the datagrams received so far.
+func (d *daemon) notifications() []notification {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]notification(nil), d.notes...)
+}
+
+// notified reports whether a datagram contained msg.
+func (d *daemon) notified(msg string) bool {
+	for _, n := range d.notifications() {
+		if strings.Contains(n.msg, msg) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *daemon) collect(r io.Reader) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -44,11 +45,11 @@ func runDaemon(flags *configFlags, explicit bool) error {
 	if err != nil {
 		return err
 	}
-	sink := daemon.NewLogSink(os.Stderr, 8192)
-	defer sink.Close()
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(sink), level))
+	log, logDropped, closeLog, err := newLogger(level)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 
 	rules, err := loadRules(cfg)
 	if err != nil {
@@ -65,28 +66,25 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		log.Warn("owner names unavailable, rules see numeric uids", zap.Error(err))
 	}
 
-	var notifier systemd.Notifier
 	d, err := daemon.New(daemon.Options{
-		Config:    cfg,
-		Rules:     rules,
-		LoadRules: func() (*scanner.Ruleset, error) { return loadRules(cfg) },
-		Logger:    log,
-		Owners:    owners,
-		Ready: func() {
-			if err := notifier.Ready(); err != nil {
-				log.Warn("cannot notify systemd", zap.Error(err))
-			}
-		},
+		Config:     cfg,
+		Rules:      rules,
+		LoadRules:  func() (*scanner.Ruleset, error) { return loadRules(cfg) },
+		RuleDirs:   cfg.Rules.Dirs,
+		Logger:     log,
+		Owners:     owners,
+		Notify:     sdNotifier{log: log},
+		LogDropped: logDropped,
 	})
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		notifier.Stopping()
-	}()
+	if interval, ok := systemd.WatchdogInterval(); ok {
+		wd := systemd.NewWatchdog(systemd.WatchdogOptions{Interval: interval, Healthy: d.Healthy})
+		go wd.Run(ctx)
+	}
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(signals)
@@ -94,7 +92,7 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		for sig := range signals {
 			switch sig {
 			case syscall.SIGHUP:
-				d.Reload() // logs its outcome
+				go d.Reload() // logs its outcome; reloads are serialized
 			case syscall.SIGUSR1:
 				d.LogStats()
 			}
@@ -105,4 +103,41 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		return err
 	}
 	return nil
+}
+
+// newLogger logs natively to the journal when standard error is the
+// journal, with structured fields (journalctl MESSAGE_ID=... lists
+// detections); otherwise to standard error in zap's console format. Either
+// way through a bounded queue: logging never waits, drops are counted.
+func newLogger(level zapcore.Level) (log *zap.Logger, dropped func() uint64, closeLog func(), err error) {
+	if systemd.StderrIsJournal() {
+		core, err := systemd.NewJournalCore(systemd.JournalOptions{Level: level})
+		if err == nil {
+			return zap.New(core, zap.AddCaller()), core.Dropped, func() { core.Close() }, nil
+		}
+		fmt.Fprintf(os.Stderr, "fanguard: logging to standard error: %v\n", err)
+	}
+	sink := daemon.NewLogSink(os.Stderr, 8192)
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	log = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(sink), level))
+	return log, sink.Dropped, func() { sink.Close() }, nil
+}
+
+// sdNotifier tells systemd about the daemon's state; failures are logged,
+// never fatal.
+type sdNotifier struct {
+	n   systemd.Notifier
+	log *zap.Logger
+}
+
+func (s sdNotifier) Ready()             { s.check(s.n.Ready()) }
+func (s sdNotifier) Reloading()         { s.check(s.n.Reloading()) }
+func (s sdNotifier) Status(line string) { s.check(s.n.Status(line)) }
+func (s sdNotifier) Stopping()          { s.check(s.n.Stopping()) }
+
+func (s sdNotifier) check(err error) {
+	if err != nil {
+		s.log.Warn("cannot notify systemd", zap.Error(err))
+	}
 }

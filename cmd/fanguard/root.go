@@ -28,7 +28,7 @@ masks it).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDaemonCommand(), newScanCommand(), newVersionCommand())
+	root.AddCommand(newDaemonCommand(), newScanCommand(), newReloadCommand(), newVersionCommand())
 	return root
 }
 

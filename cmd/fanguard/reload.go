@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newReloadCommand() *cobra.Command {
+	var flags configFlags
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "Reload the rules of the running daemon, and wait until they are in force",
+		Long: `Ask the running daemon to compile its rules again and put them in force.
+It returns when the new rules are in force (exit 0), or with the reason they
+were not (exit 1): the rules in force then stay. Scans already running finish
+with the old rules; no open waits for the compile. Talks to the daemon over
+its control socket ([control] socket, root only). Exit 3: no daemon running.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if socket == "" {
+				cfg, err := flags.load(cmd.Flags().Changed("config"))
+				if err != nil {
+					return exitError{code: 2, err: err}
+				}
+				socket = cfg.Control.Socket
+			}
+			return runReload(cmd.Context(), socket, cmd.OutOrStdout())
+		},
+	}
+	flags.register(cmd.Flags())
+	cmd.Flags().StringVar(&socket, "socket", "", "control socket, instead of [control] socket of the configuration")
+	return cmd
+}
+
+// controlClient talks HTTP to the daemon's control socket.
+func controlClient(socket string) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+		},
+	}
+}
+
+func runReload(ctx context.Context, socket string, out io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://fanguard/reload", nil)
+	resp, err := controlClient(socket).Do(req)
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return exitError{code: 3, err: fmt.Errorf("no daemon is listening on %s", socket)}
+	}
+	if errors.Is(err, syscall.EACCES) {
+		return exitError{code: 1, err: fmt.Errorf("%s: permission denied: the control socket is for root only", socket)}
+	}
+	if err != nil {
+		return exitError{code: 1, err: fmt.Errorf("reloading: %w", err)}
+	}
+	defer resp.Body.Close()
+	var res struct {
+		Rules  int    `json:"rules"`
+		Files  int    `json:"files"`
+		TookMS int64  `json:"took_ms"`
+		Error  string `json:"error"`
+		Broken []struct {
+			Path string `json:"Path"`
+			Line int    `json:"Line"`
+			Msg  string `json:"Msg"`
+		} `json:"broken"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return exitError{code: 1, err: fmt.Errorf("reading the daemon's answer (HTTP %d): %w", resp.StatusCode, err)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg := res.Error
+		if msg == "" {
+			msg = resp.Status
+		}
+		return exitError{code: 1, err: errors.New(msg)}
+	}
+	for _, b := range res.Broken {
+		fmt.Fprintf(out, "%s:%d: left out: %s\n", b.Path, b.Line, b.Msg)
+	}
+	fmt.Fprintf(out, "rules reloaded: %d rules from %d files in %d ms\n", res.Rules, res.Files, res.TookMS)
+	return nil
+}
