@@ -185,11 +185,13 @@ func (d *Daemon) LogStats() { d.log.Info("stats", d.stats.fields()...) }
 
 // ReloadResult is what a reload put in force.
 type ReloadResult struct {
-	Rules  int                 `json:"rules"`
-	Files  int                 `json:"files"`
-	Broken []scanner.FileError `json:"broken,omitempty"` // files left out
-	Took   time.Duration       `json:"took_ns"`
-	TookMS int64               `json:"took_ms"`
+	Rules      int                 `json:"rules"`
+	Files      int                 `json:"files"`
+	Generation string              `json:"generation"`
+	FromCache  bool                `json:"from_cache"`
+	Broken     []scanner.FileError `json:"broken,omitempty"` // files left out
+	Took       time.Duration       `json:"took_ns"`
+	TookMS     int64               `json:"took_ms"`
 }
 
 // Reload compiles the rules again and puts them in force: scans running
@@ -227,10 +229,15 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 		d.stats.KernelFlushes.Add(1)
 	}
 	d.stats.Reloads.Add(1)
-	res := ReloadResult{Rules: rs.Count, Files: len(rs.Files), Broken: rs.Broken, Took: time.Since(start)}
+	res := ReloadResult{Rules: rs.Count, Files: len(rs.Files), Generation: rs.Generation, FromCache: rs.FromCache,
+		Broken: rs.Broken, Took: time.Since(start)}
 	res.TookMS = res.Took.Milliseconds()
+	if rs.CacheError != nil {
+		d.log.Warn("compiled-rules cache not used", zap.Error(rs.CacheError))
+	}
 	d.log.Info("rules reloaded", zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)),
-		zap.Int("broken", len(rs.Broken)), zap.Uint64("generation", gen), zap.Duration("took", res.Took))
+		zap.Int("broken", len(rs.Broken)), zap.String("generation", rs.ShortGeneration()),
+		zap.Bool("from_cache", rs.FromCache), zap.Duration("took", res.Took))
 	d.updateStatus()
 	return res, nil
 }
@@ -283,8 +290,8 @@ const reloadDebounce = time.Second
 // updateStatus sends the one-line status to the service manager.
 func (d *Daemon) updateStatus() {
 	rs := d.rules.Load()
-	d.notify.Status(fmt.Sprintf("protecting %d filesystems with %d rules; %d events, %d scans, %d detections",
-		d.filesystems.Load(), rs.rs.Count, d.stats.Events.Load(), d.stats.Scans.Load(), d.stats.Detections.Load()))
+	d.notify.Status(fmt.Sprintf("protecting %d filesystems with %d rules (%s); %d events, %d scans, %d detections",
+		d.filesystems.Load(), rs.rs.Count, rs.rs.ShortGeneration(), d.stats.Events.Load(), d.stats.Scans.Load(), d.stats.Detections.Load()))
 }
 
 // Healthy reports whether the pipeline makes progress: the reader is
@@ -404,6 +411,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("protecting",
 		zap.Int("filesystems", len(marker.Marked())),
 		zap.Int("rules", rules.Count),
+		zap.String("generation", rules.ShortGeneration()),
+		zap.Bool("rules_from_cache", rules.FromCache),
+		zap.Duration("rules_load", rules.LoadTime),
 		zap.Int("workers", d.cfg.Workers),
 		zap.Duration("budget", d.cfg.Budget),
 		zap.Stringer("mode", d.cfg.Mode),

@@ -87,6 +87,8 @@ type outcome struct {
 	n        int  // bytes read and scanned (in the worker's buffer until its next scan)
 	complete bool // the whole file was read and scanned
 	sha256   string
+	exe      string // the opener's executable, "" if unknown
+	uid      int64  // the opener's real uid, -1 if unknown
 	matches  []scanner.Match
 	verdict  policy.Verdict // the scan's verdict
 	late     bool           // the budget ran out first: on_timeout was the answer
@@ -99,6 +101,12 @@ func (w *worker) process(j *job) {
 	o := outcome{pid: j.pid, read: j.read, size: j.info.Stamp.Size}
 	v := w.scan(j, rules, &o)
 	o.verdict = v
+	if len(o.matches) > 0 {
+		// Who opened it, before the answer lets the opener go on and
+		// perhaps exit (a denied cat is gone at once): two reads of /proc,
+		// for detections only.
+		o.exe, o.uid = opener(o.pid, w.path[:])
+	}
 	o.late = !j.answer(v)
 	// The event is answered. What follows: the caches, the followers,
 	// then logging.
@@ -229,6 +237,19 @@ func (w *worker) scan(j *job, rules *ruleSet, o *outcome) policy.Verdict {
 	return v
 }
 
+// opener returns the executable and real uid of process pid, "" and -1
+// where /proc no longer tells.
+func opener(pid int32, scratch []byte) (exe string, uid int64) {
+	uid = -1
+	if p, err := fan.ExePath(pid, scratch); err == nil {
+		exe = string(p)
+	}
+	if u, err := fan.ProcUID(pid); err == nil {
+		uid = int64(u)
+	}
+	return exe, uid
+}
+
 func (d *Daemon) owner(uid uint32) string {
 	if name, ok := d.owners[uid]; ok {
 		return name
@@ -241,14 +262,6 @@ func (d *Daemon) logDetection(o *outcome) {
 	d.stats.Detections.Add(1)
 	if o.late {
 		d.stats.LateDetections.Add(1)
-	}
-	var exe string
-	if p, err := fan.ExePath(o.pid, make([]byte, 4096)); err == nil {
-		exe = string(p)
-	}
-	uid := int64(-1)
-	if u, err := fan.ProcUID(o.pid); err == nil {
-		uid = int64(u)
 	}
 	msg, answered := "detection", o.verdict
 	if o.late {
@@ -270,8 +283,8 @@ func (d *Daemon) logDetection(o *outcome) {
 			zap.Int64("size", o.size),
 			zap.String("sha256", o.sha256),
 			zap.Int32("pid", o.pid),
-			zap.String("exe", exe),
-			zap.Int64("uid", uid),
+			zap.String("exe", o.exe),
+			zap.Int64("uid", o.uid),
 			zap.Stringer("verdict", o.verdict),
 			zap.Stringer("answered", answered),
 			zap.Bool("late", o.late),

@@ -146,6 +146,9 @@ func readCache(p string, inputs []input, masked, roots []string) (*compiled, err
 	if h.RulesSize <= 0 || h.RulesSize > maxCacheRules {
 		return nil, fmt.Errorf("implausible size of the compiled rules: %d bytes", h.RulesSize)
 	}
+	if want := int64(len(cacheMagic)+len(line)+1) + h.RulesSize; fi.Size() != want {
+		return nil, fmt.Errorf("file holds %d bytes, the header says %d", fi.Size(), want)
+	}
 	blob := make([]byte, h.RulesSize)
 	if _, err := io.ReadFull(r, blob); err != nil {
 		return nil, fmt.Errorf("reading compiled rules: %w", err)

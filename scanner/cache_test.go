@@ -103,8 +103,8 @@ func TestCacheDamagedEntry(t *testing.T) {
 		wantErr string // in CacheError; "" when the entry is merely not used
 	}{
 		{"flipped byte in the rules", func(b []byte) []byte { b[len(b)-100] ^= 0xff; return b }, "checksum"},
-		{"truncated rules", func(b []byte) []byte { return b[:len(b)-10] }, "reading compiled rules"},
-		{"trailing data", func(b []byte) []byte { return append(b, 0) }, "trailing data"},
+		{"truncated rules", func(b []byte) []byte { return b[:len(b)-10] }, "the header says"},
+		{"trailing data", func(b []byte) []byte { return append(b, 0) }, "the header says"},
 		{"truncated header", func(b []byte) []byte { return b[:len(cacheMagic)+20] }, "reading header"},
 		{"bad magic", func(b []byte) []byte { b[0] = 'F'; return b }, "not a fanguard rules cache"},
 		{"bad header", func(b []byte) []byte { return bytes.Replace(b, []byte(`{"format"`), []byte(`["format"`), 1) }, "decoding header"},

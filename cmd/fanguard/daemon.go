@@ -61,6 +61,9 @@ func runDaemon(flags *configFlags, explicit bool) error {
 	for _, m := range rules.Masked {
 		log.Info("rule file masked", zap.String("name", m))
 	}
+	if rules.CacheError != nil {
+		log.Warn("compiled-rules cache not used", zap.Error(rules.CacheError))
+	}
 	owners, err := daemon.LoadOwners("/etc/passwd")
 	if err != nil {
 		log.Warn("owner names unavailable, rules see numeric uids", zap.Error(err))

@@ -73,11 +73,13 @@ func runReload(ctx context.Context, socket string, out io.Writer) error {
 	}
 	defer resp.Body.Close()
 	var res struct {
-		Rules  int    `json:"rules"`
-		Files  int    `json:"files"`
-		TookMS int64  `json:"took_ms"`
-		Error  string `json:"error"`
-		Broken []struct {
+		Rules      int    `json:"rules"`
+		Files      int    `json:"files"`
+		Generation string `json:"generation"`
+		FromCache  bool   `json:"from_cache"`
+		TookMS     int64  `json:"took_ms"`
+		Error      string `json:"error"`
+		Broken     []struct {
 			Path string `json:"Path"`
 			Line int    `json:"Line"`
 			Msg  string `json:"Msg"`
@@ -96,6 +98,10 @@ func runReload(ctx context.Context, socket string, out io.Writer) error {
 	for _, b := range res.Broken {
 		fmt.Fprintf(out, "%s:%d: left out: %s\n", b.Path, b.Line, b.Msg)
 	}
-	fmt.Fprintf(out, "rules reloaded: %d rules from %d files in %d ms\n", res.Rules, res.Files, res.TookMS)
+	how := "compiled"
+	if res.FromCache {
+		how = "from the compiled-rules cache"
+	}
+	fmt.Fprintf(out, "rules reloaded: %d rules from %d files, generation %.16s, %s in %d ms\n", res.Rules, res.Files, res.Generation, how, res.TookMS)
 	return nil
 }

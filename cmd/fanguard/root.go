@@ -28,7 +28,7 @@ masks it).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDaemonCommand(), newScanCommand(), newReloadCommand(), newVersionCommand())
+	root.AddCommand(newDaemonCommand(), newScanCommand(), newReloadCommand(), newRulesCommand(), newVersionCommand())
 	return root
 }
 
@@ -73,5 +73,5 @@ func (f *configFlags) load(explicit bool) (policy.Config, error) {
 }
 
 func loadRules(cfg policy.Config) (*scanner.Ruleset, error) {
-	return scanner.Load(scanner.LoadOptions{Dirs: cfg.Rules.Dirs})
+	return scanner.Load(scanner.LoadOptions{Dirs: cfg.Rules.Dirs, CacheDir: cfg.Rules.CacheDir})
 }
