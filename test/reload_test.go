@@ -339,14 +339,16 @@ func TestReloadUnderLoad(t *testing.T) {
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
+	// A new rule file: the reload must compile (no compiled-rules cache hit).
+	writeFile(t, filepath.Join(d.RulesDir, "extra.yar"), `rule extra { strings: $m = "RELOAD-UNDER-LOAD" condition: $m }`, 0o644)
 	reloadStart := time.Now()
 	code, out, errOut := run(t, "reload", "--socket", d.Control)
 	reloadTook := time.Since(reloadStart)
 	time.Sleep(300 * time.Millisecond) // opens after the flush: everything rescans with the new rules
 	close(stop)
 	wg.Wait()
-	if code != 0 {
-		t.Fatalf("reload: exit %d, %q, %q", code, out, errOut)
+	if code != 0 || !strings.Contains(out, " compiled in ") {
+		t.Fatalf("reload: exit %d, %q, %q; want a compile", code, out, errOut)
 	}
 	t.Logf("reload of the ReversingLabs set: %v (%s); %d opens meanwhile, slowest %v",
 		reloadTook.Round(time.Millisecond), strings.TrimSpace(out), opens, worst.Round(time.Microsecond))
