@@ -188,6 +188,7 @@ type ReloadResult struct {
 	Rules      int                 `json:"rules"`
 	Files      int                 `json:"files"`
 	Generation string              `json:"generation"`
+	Unchanged  bool                `json:"unchanged"` // same generation as the rules in force: they stay, caches too
 	FromCache  bool                `json:"from_cache"`
 	Broken     []scanner.FileError `json:"broken,omitempty"` // files left out
 	Took       time.Duration       `json:"took_ns"`
@@ -198,7 +199,8 @@ type ReloadResult struct {
 // finish with the old rules, new scans use the new ones, and every cached
 // verdict becomes stale (the kernel's ignore marks are flushed, the
 // daemon's entries carry the old generation). No event waits for the
-// compile. If the rules cannot be loaded, the rules in force stay and the
+// compile. Rules whose generation (the digest of their inputs) is the one
+// in force change nothing, and the cached verdicts stay. If the rules cannot be loaded, the rules in force stay and the
 // error says why. Reloads are serialized.
 func (d *Daemon) Reload() (ReloadResult, error) {
 	d.reloadMu.Lock()
@@ -219,25 +221,29 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	for _, b := range rs.Broken {
 		d.log.Error("rule file left out", zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
 	}
-	gen := d.rules.Load().gen + 1
-	d.rules.Store(&ruleSet{rs: rs, gen: gen})
-	// After the swap: a worker that adds a mark for the old rules after
-	// this flush sees the new generation and removes it (see endScan).
-	if err := d.group.FlushInodeMarks(); err != nil {
-		d.log.Error("cannot flush the kernel's cached verdicts", zap.Error(err))
-	} else {
-		d.stats.KernelFlushes.Add(1)
+	old := d.rules.Load()
+	unchanged := rs.Generation != "" && rs.Generation == old.rs.Generation
+	if !unchanged {
+		d.rules.Store(&ruleSet{rs: rs, gen: old.gen + 1})
+		// After the swap: a worker that adds a mark for the old rules
+		// after this flush sees the new generation and removes it (see
+		// endScan).
+		if err := d.group.FlushInodeMarks(); err != nil {
+			d.log.Error("cannot flush the kernel's cached verdicts", zap.Error(err))
+		} else {
+			d.stats.KernelFlushes.Add(1)
+		}
+		d.stats.Reloads.Add(1)
 	}
-	d.stats.Reloads.Add(1)
-	res := ReloadResult{Rules: rs.Count, Files: len(rs.Files), Generation: rs.Generation, FromCache: rs.FromCache,
-		Broken: rs.Broken, Took: time.Since(start)}
+	res := ReloadResult{Rules: rs.Count, Files: len(rs.Files), Generation: rs.Generation, Unchanged: unchanged,
+		FromCache: rs.FromCache, Broken: rs.Broken, Took: time.Since(start)}
 	res.TookMS = res.Took.Milliseconds()
 	if rs.CacheError != nil {
 		d.log.Warn("compiled-rules cache not used", zap.Error(rs.CacheError))
 	}
 	d.log.Info("rules reloaded", zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)),
 		zap.Int("broken", len(rs.Broken)), zap.String("generation", rs.ShortGeneration()),
-		zap.Bool("from_cache", rs.FromCache), zap.Duration("took", res.Took))
+		zap.Bool("unchanged", unchanged), zap.Bool("from_cache", rs.FromCache), zap.Duration("took", res.Took))
 	d.updateStatus()
 	return res, nil
 }

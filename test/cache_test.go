@@ -205,11 +205,23 @@ func TestRulesChangeRescansOnce(t *testing.T) {
 		t.Fatalf("cached files scanned again: %v", dl["scans"])
 	}
 
+	// A reload that finds the same rules (same generation) keeps every
+	// cached verdict.
+	code, out, errOut := run(t, "reload", "--socket", d.Control)
+	if code != 0 || !strings.Contains(out, "unchanged") {
+		t.Fatalf("reload of unchanged rules: %d %q %q", code, out, errOut)
+	}
+	cu := d.counters()
+	readAll()
+	if dl := delta(cu, d.counters()); dl["scans"] != 0 || dl["events"] != 0 {
+		t.Errorf("after a reload of unchanged rules: %v scans, %v events; want none", dl["scans"], dl["events"])
+	}
+
 	writeFile(t, filepath.Join(d.RulesDir, "new.yar"), `rule new_rule { strings: $m = "NEW-RULE-MARKER" condition: $m }`, 0o644)
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	d.waitLog(10*time.Second, "rules reloaded")
+	d.waitLog(10*time.Second, "rules reloaded", `"unchanged": false`)
 	c1 := d.counters()
 	if denied := readAll(); denied != 1 {
 		t.Errorf("%d denied after the rule change, want 1 (f00)", denied)

@@ -77,6 +77,7 @@ func runReload(ctx context.Context, socket string, out io.Writer) error {
 		Files      int    `json:"files"`
 		Generation string `json:"generation"`
 		FromCache  bool   `json:"from_cache"`
+		Unchanged  bool   `json:"unchanged"`
 		TookMS     int64  `json:"took_ms"`
 		Error      string `json:"error"`
 		Broken     []struct {
@@ -101,6 +102,9 @@ func runReload(ctx context.Context, socket string, out io.Writer) error {
 	how := "compiled"
 	if res.FromCache {
 		how = "from the compiled-rules cache"
+	}
+	if res.Unchanged {
+		how += ", unchanged (cached verdicts kept)"
 	}
 	fmt.Fprintf(out, "rules reloaded: %d rules from %d files, generation %.16s, %s in %d ms\n", res.Rules, res.Files, res.Generation, how, res.TookMS)
 	return nil
