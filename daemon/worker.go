@@ -230,7 +230,7 @@ func (w *worker) scan(j *job, rules *ruleSet, o *outcome) policy.Verdict {
 	o.matches = matches
 	v := policy.Allow
 	for _, m := range matches {
-		if policy.Decide(d.cfg.Mode, m.Action) == policy.Deny {
+		if policy.Decide(d.cfg.Mode, policy.Effective(m.Action, d.cfg.Quarantine.Action)) == policy.Deny {
 			v = policy.Deny
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,9 @@ const (
 	wantCache       = `an integer from 0 (no daemon cache) to 67108864`
 	wantCacheDir    = `an absolute directory, such as "/var/cache/fanguard", or "" for no compiled-rules cache`
 	wantSocket      = `an absolute path, such as "/run/fanguard/control.sock"`
+	wantQAction     = `"audit", "deny" or "quarantine"`
+	wantMaxAge      = `a duration such as "90d", "720h" or "0" (keep forever)`
+	wantMaxBytes    = `a size such as "1GiB", "500MiB", or 0 (no bound)`
 	wantUIDs        = `an array of integers from 0 to 4294967295, such as [0, 1000]`
 )
 
@@ -64,7 +68,14 @@ func Default() Config {
 		},
 		Cache:   CacheConfig{Entries: 1_000_000},
 		Control: ControlConfig{Socket: "/run/fanguard/control.sock"},
-		Log:     LogConfig{Level: "info"},
+		Quarantine: QuarantineConfig{
+			Action:   ActionQuarantine,
+			DB:       "/var/lib/fanguard/quarantine.db",
+			Vault:    "/var/lib/fanguard/vault",
+			MaxAge:   90 * 24 * time.Hour,
+			MaxBytes: 1 << 30,
+		},
+		Log: LogConfig{Level: "info"},
 	}
 }
 
@@ -140,11 +151,20 @@ type rawConfig struct {
 	MaxPending  any `toml:"max_pending"`
 	ScanTimeout any `toml:"scan_timeout"`
 
-	Rules   rawRules   `toml:"rules"`
-	Protect rawProtect `toml:"protect"`
-	Cache   rawCache   `toml:"cache"`
-	Control rawControl `toml:"control"`
-	Log     rawLog     `toml:"log"`
+	Rules      rawRules      `toml:"rules"`
+	Protect    rawProtect    `toml:"protect"`
+	Cache      rawCache      `toml:"cache"`
+	Control    rawControl    `toml:"control"`
+	Quarantine rawQuarantine `toml:"quarantine"`
+	Log        rawLog        `toml:"log"`
+}
+
+type rawQuarantine struct {
+	Action   any `toml:"action"`
+	DB       any `toml:"db"`
+	Vault    any `toml:"vault"`
+	MaxAge   any `toml:"max_age"`
+	MaxBytes any `toml:"max_bytes"`
 }
 
 type rawControl struct {
@@ -230,6 +250,50 @@ func (c *checker) convert(raw *rawConfig) Config {
 	}
 	if sock, ok := c.path("control.socket", raw.Control.Socket, wantSocket, false); ok {
 		cfg.Control.Socket = sock
+	}
+
+	q := &cfg.Quarantine
+	if s, ok := c.str("quarantine.action", raw.Quarantine.Action, wantQAction); ok {
+		switch s {
+		case "audit":
+			q.Action = ActionAudit
+		case "deny":
+			q.Action = ActionDeny
+		case "quarantine":
+			q.Action = ActionQuarantine
+		default:
+			c.bad("quarantine.action", -1, raw.Quarantine.Action, "is not allowed", wantQAction)
+		}
+	}
+	if p, ok := c.path("quarantine.db", raw.Quarantine.DB, "an absolute file path, such as \"/var/lib/fanguard/quarantine.db\"", false); ok {
+		q.DB = p
+	}
+	if p, ok := c.path("quarantine.vault", raw.Quarantine.Vault, "an absolute directory, such as \"/var/lib/fanguard/vault\"", false); ok {
+		q.Vault = p
+	}
+	if v := raw.Quarantine.MaxAge; v != nil {
+		if d, ok := parseAge(v); ok {
+			q.MaxAge = d
+		} else {
+			c.bad("quarantine.max_age", -1, v, "is not a duration", wantMaxAge)
+		}
+	}
+	switch v := raw.Quarantine.MaxBytes.(type) {
+	case nil:
+	case int64:
+		if v < 0 {
+			c.bad("quarantine.max_bytes", -1, v, "is out of range", wantMaxBytes)
+		} else {
+			q.MaxBytes = v
+		}
+	case string:
+		if n, ok := parseSize(v); ok {
+			q.MaxBytes = n
+		} else {
+			c.bad("quarantine.max_bytes", -1, v, "is not a size", wantMaxBytes)
+		}
+	default:
+		c.bad("quarantine.max_bytes", -1, v, "is not a size", wantMaxBytes)
 	}
 
 	p := &cfg.Protect
@@ -417,6 +481,26 @@ func (c *checker) paths(key string, v any, want string) ([]string, bool) {
 		}
 	}
 	return out, ok
+}
+
+// parseAge parses a retention age: a Go duration, a whole number of days
+// ("90d"), or 0.
+func parseAge(v any) (time.Duration, bool) {
+	switch v := v.(type) {
+	case int64:
+		return 0, v == 0
+	case string:
+		if v == "0" {
+			return 0, true
+		}
+		if n, ok := strings.CutSuffix(v, "d"); ok {
+			days, err := strconv.ParseUint(n, 10, 16)
+			return time.Duration(days) * 24 * time.Hour, err == nil
+		}
+		d, err := time.ParseDuration(v)
+		return d, err == nil && d >= 0
+	}
+	return 0, false
 }
 
 // path returns v as a cleaned absolute path; "" only if allowEmpty.

@@ -33,7 +33,9 @@ func TestDefault(t *testing.T) {
 		},
 		Cache:   CacheConfig{Entries: 1_000_000},
 		Control: ControlConfig{Socket: "/run/fanguard/control.sock"},
-		Log:     LogConfig{Level: "info"},
+		Quarantine: QuarantineConfig{Action: ActionQuarantine, DB: "/var/lib/fanguard/quarantine.db",
+			Vault: "/var/lib/fanguard/vault", MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30},
+		Log: LogConfig{Level: "info"},
 	}
 	if diff := cmp.Diff(want, Default()); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -71,7 +73,8 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"mode", "budget", "on_timeout", "on_error", "on_oversize", "on_overload",
 		"workers", "max_file_size", "max_pending", "scan_timeout", "rules.dirs",
 		"protect.paths", "protect.fs_types", "protect.exclude_paths",
-		"protect.exclude_exe", "protect.exclude_uids", "cache.entries", "rules.cache_dir", "control.socket", "log.level",
+		"protect.exclude_exe", "protect.exclude_uids", "cache.entries", "rules.cache_dir", "control.socket",
+		"quarantine.action", "quarantine.db", "quarantine.vault", "quarantine.max_age", "quarantine.max_bytes", "log.level",
 	} {
 		p, ok := pos[key]
 		if !ok {
@@ -389,7 +392,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "mdoe = \"audit\"\n",
-			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, scan_timeout at the top level, or the tables [rules], [protect], [cache], [control], [log])`},
+			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, scan_timeout at the top level, or the tables [rules], [protect], [cache], [control], [quarantine], [log])`},
 		},
 		{
 			name: "top-level key below a table",
@@ -511,6 +514,16 @@ func TestParseErrors(t *testing.T) {
 			name: "workers float",
 			doc:  `workers = 1.5`,
 			want: []string{`workers: 1.5 is not an integer`},
+		},
+		{
+			name: "quarantine.action",
+			doc:  "[quarantine]\naction = \"shred\"",
+			want: []string{`test.toml:2: quarantine.action: "shred" is not allowed (want "audit", "deny" or "quarantine")`},
+		},
+		{
+			name: "quarantine.max_age",
+			doc:  "[quarantine]\nmax_age = \"ninety days\"",
+			want: []string{`test.toml:2: quarantine.max_age: "ninety days" is not a duration (want a duration such as "90d", "720h" or "0" (keep forever))`},
 		},
 		{
 			name: "control.socket relative",

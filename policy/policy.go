@@ -59,11 +59,12 @@ type Config struct {
 	MaxPending  int           // max_pending: events held at once (queued or scanning)
 	ScanTimeout time.Duration // scan_timeout: CPU bound for one YARA scan, whole seconds (Parse rounds up)
 
-	Rules   RulesConfig
-	Protect ProtectConfig
-	Cache   CacheConfig
-	Control ControlConfig
-	Log     LogConfig
+	Rules      RulesConfig
+	Protect    ProtectConfig
+	Cache      CacheConfig
+	Control    ControlConfig
+	Quarantine QuarantineConfig
+	Log        LogConfig
 }
 
 // RulesConfig is the [rules] table.
@@ -92,6 +93,18 @@ type CacheConfig struct {
 	// device and inode). 0 disables the daemon cache; the kernel cache
 	// (ignore marks) works either way.
 	Entries int // entries
+}
+
+// QuarantineConfig is the [quarantine] table.
+type QuarantineConfig struct {
+	// Action is what a detection leads to when its rule's metadata names
+	// none: ActionAudit (log, allow), ActionDeny (deny, record) or
+	// ActionQuarantine (deny, record, move the file into the vault).
+	Action   Action        // action
+	DB       string        // db: the quarantine log (SQLite)
+	Vault    string        // vault: where quarantined content is kept
+	MaxAge   time.Duration // max_age: records' vault content older than this is purged; 0: kept
+	MaxBytes int64         // max_bytes: the vault is purged, oldest first, above this size; 0: no bound
 }
 
 // LogConfig is the [log] table.

@@ -97,9 +97,21 @@ func ParseAction(s string) (Action, error) {
 // only for an audit, Allow otherwise. ActionDefault, ActionDeny and
 // ActionQuarantine all deny in enforce mode; quarantining the file is the
 // caller's business.
+//
+// Pass the rule's action through Effective first, so that a rule without
+// one follows quarantine.action.
 func Decide(mode Mode, a Action) Verdict {
 	if mode == Enforce && a != ActionAudit {
 		return Deny
 	}
 	return Allow
+}
+
+// Effective is the action a match leads to: the rule's own (its metadata
+// "action"), or the configured quarantine.action when the rule names none.
+func Effective(rule, configured Action) Action {
+	if rule == ActionDefault {
+		return configured
+	}
+	return rule
 }

@@ -140,3 +140,18 @@ func TestLocalFSTypes(t *testing.T) {
 		}
 	}
 }
+
+func TestEffective(t *testing.T) {
+	tests := []struct{ rule, configured, want Action }{
+		{ActionDefault, ActionQuarantine, ActionQuarantine},
+		{ActionDefault, ActionAudit, ActionAudit},
+		{ActionAudit, ActionQuarantine, ActionAudit},
+		{ActionDeny, ActionAudit, ActionDeny},
+		{ActionQuarantine, ActionDeny, ActionQuarantine},
+	}
+	for _, tt := range tests {
+		if got := Effective(tt.rule, tt.configured); got != tt.want {
+			t.Errorf("Effective(%v, %v) = %v, want %v", tt.rule, tt.configured, got, tt.want)
+		}
+	}
+}
