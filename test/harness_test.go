@@ -94,6 +94,7 @@ type daemon struct {
 
 	Control string // the control socket
 	Config  string // the configuration file
+	Work    string // the test's directory for the daemon: rules.d, quarantine.db, vault
 
 	mu    sync.Mutex // guards log and notes
 	log   bytes.Buffer
@@ -110,6 +111,9 @@ type options struct {
 	ruleDirs  []string      // rule directories loaded before the shipped ones and the tests' own
 	watchdog  time.Duration // if set, WATCHDOG_USEC for the daemon
 	startWait time.Duration // how long to wait for READY=1 (default 60 s)
+	// quarantine holds keys of the [quarantine] table (db and vault are the
+	// test's own); default: action = "deny".
+	quarantine string
 }
 
 // startDaemon mounts a tmpfs, writes a config that protects only it, runs
@@ -134,8 +138,14 @@ func startDaemon(t *testing.T, o options) *daemon {
 		dirs = append(dirs, strconv.Quote(rd))
 	}
 	control := filepath.Join(work, "control.sock")
-	cfg := fmt.Sprintf("%s\nscan_timeout = \"60s\"\n[rules]\ndirs = [%s]\ncache_dir = %q\n[protect]\npaths = [%q]\n[control]\nsocket = %q\n%s\n",
-		o.config, strings.Join(dirs, ", "), filepath.Join(work, "cache"), dir, control, o.tables)
+	quarantine := o.quarantine
+	if quarantine == "" {
+		quarantine = `action = "deny"` // most tests open a detected file again and again
+	}
+	cfg := fmt.Sprintf("%s\nscan_timeout = \"60s\"\n[rules]\ndirs = [%s]\ncache_dir = %q\n[protect]\npaths = [%q]\n[control]\nsocket = %q\n"+
+		"[quarantine]\ndb = %q\nvault = %q\n%s\n%s\n",
+		o.config, strings.Join(dirs, ", "), filepath.Join(work, "cache"), dir, control,
+		filepath.Join(work, "quarantine.db"), filepath.Join(work, "vault"), quarantine, o.tables)
 	cfgPath := filepath.Join(work, "fanguard.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -148,7 +158,7 @@ func startDaemon(t *testing.T, o options) *daemon {
 	}
 	t.Cleanup(func() { ln.Close() })
 
-	d := &daemon{t: t, Dir: dir, RulesDir: rules, Control: control, Config: cfgPath,
+	d := &daemon{t: t, Dir: dir, RulesDir: rules, Control: control, Config: cfgPath, Work: work,
 		exit: make(chan error, 1), logc: make(chan struct{}, 1)}
 	d.cmd = exec.Command(binary, "daemon", "--config", cfgPath)
 	if o.nofile > 0 {
