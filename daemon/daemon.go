@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,9 @@ type Options struct {
 	// LogDropped reports the log entries dropped by the logger's queue,
 	// for the counters; nil: not known.
 	LogDropped func() uint64
+	// Recorder keeps the record of detections and the quarantine; nil:
+	// detections are only logged.
+	Recorder Recorder
 	// Owners maps uids to user names for the rules' "owner" variable. It
 	// must be read before the marks are placed (the daemon never opens
 	// /etc/passwd afterwards); nil means numeric uids.
@@ -74,7 +78,11 @@ type Daemon struct {
 	kern  kernel
 	cache *verdictCache
 	queue chan *job
-	jobs  sync.Pool
+	// detections carries detections from the workers to the recorder
+	// goroutine, after the answers.
+	detections chan *Detection
+	recorder   Recorder
+	jobs       sync.Pool
 	// inflight counts jobs alive: queued, scanning, waiting for a scan of
 	// the same file, or waiting for their timer. Only the reader
 	// increments it, so checking it against MaxPending before an
@@ -142,25 +150,37 @@ func New(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:       opts.Config,
-		log:       log,
-		notify:    notify,
-		ruleDirs:  opts.RuleDirs,
-		owners:    opts.Owners,
-		excl:      policy.NewExclusions(opts.Config.Protect),
-		pid:       int32(os.Getpid()),
-		loadRules: opts.LoadRules,
-		group:     g,
-		notif:     notif,
-		kern:      groupKernel{g},
-		queue:     make(chan *job, opts.Config.MaxPending),
-		scans:     make(map[fan.FileID]*job),
+		cfg:        opts.Config,
+		log:        log,
+		notify:     notify,
+		ruleDirs:   opts.RuleDirs,
+		owners:     opts.Owners,
+		excl:       policy.NewExclusions(withVault(opts.Config)),
+		pid:        int32(os.Getpid()),
+		loadRules:  opts.LoadRules,
+		group:      g,
+		notif:      notif,
+		kern:       groupKernel{g},
+		queue:      make(chan *job, opts.Config.MaxPending),
+		detections: make(chan *Detection, detectionQueue),
+		recorder:   opts.Recorder,
+		scans:      make(map[fan.FileID]*job),
 	}
 	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
 	d.stats.logDropped = opts.LogDropped
 	d.rules.Store(&ruleSet{rs: opts.Rules, gen: 1})
 	d.jobs.New = func() any { return newJob(d) }
 	return d, nil
+}
+
+// withVault returns the protect settings with the quarantine vault among
+// the excluded paths: its content is transformed and never to be scanned.
+func withVault(cfg policy.Config) policy.ProtectConfig {
+	p := cfg.Protect
+	if cfg.Quarantine.Vault != "" {
+		p.ExcludePaths = append(slices.Clone(p.ExcludePaths), cfg.Quarantine.Vault)
+	}
+	return p
 }
 
 // kernel is the seam between the event path and the kernel.
@@ -359,6 +379,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 			w.run()
 		}()
 	}
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		d.record(d.detections)
+	}()
+	// The detections the workers handed on are recorded (and logged)
+	// before Run returns, if the workers finished (see shutdown).
+	defer func() {
+		select {
+		case <-recorded:
+		case <-time.After(recordDrain):
+			d.log.Warn("detections still being recorded at shutdown")
+		}
+	}()
 	readerErr := make(chan error, 1)
 	go func() {
 		err := d.read()
@@ -464,6 +498,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return runErr
 }
 
+// recordDrain bounds the wait for the recorder at shutdown.
+const recordDrain = 10 * time.Second
+
 // statusInterval is how often the status line is refreshed.
 const statusInterval = 10 * time.Second
 
@@ -494,6 +531,7 @@ func (d *Daemon) shutdown(readerErr chan error, workers *sync.WaitGroup) error {
 	}()
 	select {
 	case <-done:
+		close(d.detections) // the workers, its only senders, are gone
 	case <-time.After(d.cfg.Budget + time.Second):
 		d.log.Warn("scans still running at shutdown; the kernel allows what is left",
 			zap.Int64("inflight", d.inflight.Load()))

@@ -28,18 +28,22 @@ type Stats struct {
 	ParseErrors    atomic.Uint64 // malformed event records (fatal)
 	KernelDenied   atomic.Uint64 // events the kernel denied itself: it could not open an fd for us
 
-	CacheHits      atomic.Uint64 // events answered from the daemon's verdict cache
-	CacheMisses    atomic.Uint64 // lookups that found nothing valid
-	CacheEvictions atomic.Uint64 // entries evicted to stay within cache.entries
-	CacheEntries   atomic.Int64  // entries held now
-	CachedDenials  atomic.Uint64 // denials answered from the cache, without a rescan
-	KernelMarks    atomic.Uint64 // ignore marks added (the kernel may still refuse silently)
-	KernelUnmarks  atomic.Uint64 // ignore marks removed: stamp moved, file written, rules changed
-	KernelFlushes  atomic.Uint64 // all ignore marks dropped at once (rules changed, lost invalidations)
-	DedupWaits     atomic.Uint64 // events that waited for a scan of the same file already running
-	Invalidations  atomic.Uint64 // writers' closes seen (FAN_CLOSE_WRITE)
-	Reloads        atomic.Uint64 // rule sets loaded after the first
-	ReloadFailures atomic.Uint64 // reloads that kept the rules in force
+	CacheHits        atomic.Uint64 // events answered from the daemon's verdict cache
+	CacheMisses      atomic.Uint64 // lookups that found nothing valid
+	CacheEvictions   atomic.Uint64 // entries evicted to stay within cache.entries
+	CacheEntries     atomic.Int64  // entries held now
+	CachedDenials    atomic.Uint64 // denials answered from the cache, without a rescan
+	KernelMarks      atomic.Uint64 // ignore marks added (the kernel may still refuse silently)
+	KernelUnmarks    atomic.Uint64 // ignore marks removed: stamp moved, file written, rules changed
+	KernelFlushes    atomic.Uint64 // all ignore marks dropped at once (rules changed, lost invalidations)
+	DedupWaits       atomic.Uint64 // events that waited for a scan of the same file already running
+	Invalidations    atomic.Uint64 // writers' closes seen (FAN_CLOSE_WRITE)
+	AllowListed      atomic.Uint64 // detections let through by the allow list
+	RecordErrors     atomic.Uint64 // detections that could not be recorded (logged all the same)
+	Quarantined      atomic.Uint64 // files moved into the vault
+	QuarantineErrors atomic.Uint64 // quarantine moves that failed (the file stays, denied)
+	Reloads          atomic.Uint64 // rule sets loaded after the first
+	ReloadFailures   atomic.Uint64 // reloads that kept the rules in force
 
 	Decision latencyHistogram // from reading an event to answering it
 
@@ -82,6 +86,10 @@ func (s *Stats) counters() []counter {
 		u("kernel_flushes", &s.KernelFlushes),
 		u("dedup_waits", &s.DedupWaits),
 		u("invalidations", &s.Invalidations),
+		u("allow_listed", &s.AllowListed),
+		u("record_errors", &s.RecordErrors),
+		u("quarantined", &s.Quarantined),
+		u("quarantine_errors", &s.QuarantineErrors),
 		u("reloads", &s.Reloads),
 		u("reload_failures", &s.ReloadFailures),
 		{"log_dropped", s.logDroppedCount()},

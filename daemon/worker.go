@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"runtime"
@@ -14,7 +15,6 @@ import (
 	"github.com/fanguard/fanguard/fan"
 	"github.com/fanguard/fanguard/policy"
 	"github.com/fanguard/fanguard/scanner"
-	"github.com/fanguard/fanguard/systemd"
 )
 
 // A worker takes jobs off the queue and scans them with its own YARA
@@ -89,6 +89,7 @@ type outcome struct {
 	sha256   string
 	exe      string // the opener's executable, "" if unknown
 	uid      int64  // the opener's real uid, -1 if unknown
+	cmdline  []byte
 	matches  []scanner.Match
 	verdict  policy.Verdict // the scan's verdict
 	late     bool           // the budget ran out first: on_timeout was the answer
@@ -100,13 +101,27 @@ func (w *worker) process(j *job) {
 	rules := d.rules.Load()
 	o := outcome{pid: j.pid, read: j.read, size: j.info.Stamp.Size}
 	v := w.scan(j, rules, &o)
-	o.verdict = v
 	if len(o.matches) > 0 {
-		// Who opened it, before the answer lets the opener go on and
-		// perhaps exit (a denied cat is gone at once): two reads of /proc,
-		// for detections only.
-		o.exe, o.uid = opener(o.pid, w.path[:])
+		// Detections only, before the answer: the content's sha256 for the
+		// allow list and the record, and who opened it, before the answer
+		// lets the opener go on and perhaps exit (a denied cat is gone at
+		// once).
+		sum := sha256.Sum256(w.buf[:o.n])
+		o.sha256 = hex.EncodeToString(sum[:])
+		if d.recorder != nil {
+			if ok, err := d.recorder.Allowed(context.Background(), o.sha256); err == nil && ok {
+				// On the allow list: clean, for the caches too.
+				d.stats.AllowListed.Add(1)
+				d.log.Debug("detection allowed by the allow list", zap.String("sha256", o.sha256), zap.String("path", o.path))
+				o.matches, v = nil, policy.Allow
+			}
+		}
 	}
+	if len(o.matches) > 0 {
+		o.exe, o.uid = opener(o.pid, w.path[:])
+		o.cmdline, _ = fan.ProcCmdline(o.pid)
+	}
+	o.verdict = v
 	o.late = !j.answer(v)
 	// The event is answered. What follows: the caches, the followers,
 	// then logging.
@@ -118,20 +133,42 @@ func (w *worker) process(j *job) {
 			d.stats.KernelMarks.Add(1)
 		}
 	}
+	info := j.info
 	w.endScan(j, rules, v, &o, cacheable, kernelCached)
 	j.done()
-	if len(o.matches) > 0 {
-		sum := sha256.Sum256(w.buf[:o.n])
-		o.sha256 = hex.EncodeToString(sum[:])
-	}
 
 	if o.err != nil {
 		d.stats.Errors.Add(1)
 		d.log.Warn("cannot scan file, answered with on_error", zap.ByteString("path", []byte(o.path)),
 			zap.Int32("pid", o.pid), zap.Stringer("verdict", d.cfg.OnError), zap.Error(o.err))
 	}
-	if len(o.matches) > 0 {
-		d.logDetection(&o)
+	if len(o.matches) == 0 {
+		return
+	}
+	d.stats.Detections.Add(1)
+	if o.late {
+		d.stats.LateDetections.Add(1)
+	}
+	answered := v
+	if o.late {
+		answered = d.cfg.OnTimeout
+	}
+	d.detections <- &Detection{ // may wait: a detection is never dropped
+		Time:            o.read,
+		Action:          d.action(o.matches),
+		Verdict:         v,
+		Answered:        answered,
+		Late:            o.late,
+		Matches:         o.matches,
+		SHA256:          o.sha256,
+		Size:            int64(o.n),
+		Path:            []byte(strings.TrimSuffix(o.path, " (deleted)")),
+		File:            info,
+		PID:             o.pid,
+		Exe:             o.exe,
+		Cmdline:         o.cmdline,
+		UID:             o.uid,
+		RulesGeneration: rules.rs.Generation,
 	}
 }
 
@@ -255,41 +292,4 @@ func (d *Daemon) owner(uid uint32) string {
 		return name
 	}
 	return strconv.FormatUint(uint64(uid), 10)
-}
-
-// logDetection logs each matching rule of a scan, after the answer.
-func (d *Daemon) logDetection(o *outcome) {
-	d.stats.Detections.Add(1)
-	if o.late {
-		d.stats.LateDetections.Add(1)
-	}
-	msg, answered := "detection", o.verdict
-	if o.late {
-		answered = d.cfg.OnTimeout
-		msg = "late detection: the budget ran out before the scan finished, the open was answered with on_timeout"
-	}
-	for _, m := range o.matches {
-		strs := make([]string, 0, len(m.Strings))
-		for _, s := range m.Strings {
-			strs = append(strs, s.ID+"@"+strconv.FormatInt(s.Offset, 10))
-		}
-		d.log.Warn(msg,
-			zap.String("message_id", systemd.DetectionMessageID),
-			zap.String("rule", m.Rule),
-			zap.String("rule_file", m.File),
-			zap.Strings("tags", m.Tags),
-			zap.Stringer("action", m.Action),
-			zap.ByteString("path", []byte(o.path)),
-			zap.Int64("size", o.size),
-			zap.String("sha256", o.sha256),
-			zap.Int32("pid", o.pid),
-			zap.String("exe", o.exe),
-			zap.Int64("uid", o.uid),
-			zap.Stringer("verdict", o.verdict),
-			zap.Stringer("answered", answered),
-			zap.Bool("late", o.late),
-			zap.Duration("elapsed", time.Since(o.read)),
-			zap.Strings("strings", strs),
-		)
-	}
 }

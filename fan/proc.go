@@ -3,6 +3,7 @@ package fan
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"unsafe"
 
@@ -137,3 +138,14 @@ func ReadFull(fd int32, buf []byte) (int, error) {
 
 // CloseFd closes an event fd. Call it only after the event was answered.
 func CloseFd(fd int32) error { return unix.Close(int(fd)) }
+
+// ProcCmdline returns the command line of process pid as /proc has it:
+// the arguments, each ended by a NUL. For the record of a detection; it
+// allocates.
+func ProcCmdline(pid int32) ([]byte, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/cmdline")
+	if err != nil {
+		return nil, fmt.Errorf("reading command line of pid %d: %w", pid, err)
+	}
+	return b, nil
+}

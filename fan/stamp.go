@@ -26,10 +26,12 @@ type Stamp struct {
 
 // FileInfo is what the event path needs to know of an event's file.
 type FileInfo struct {
-	ID    FileID
-	Stamp Stamp
-	Mode  uint32 // S_IFMT bits and permissions
-	UID   uint32
+	ID      FileID
+	Stamp   Stamp
+	Mode    uint32 // S_IFMT bits and permissions
+	UID     uint32
+	GID     uint32
+	MtimeNs int64 // for the record of a detection only: mtime is no change stamp
 }
 
 // IsRegular reports whether the file is a regular file.
@@ -42,7 +44,8 @@ const fsIocGetversion = 0x80007601 | unsafe.Sizeof(uintptr(0))<<16
 // emptyPath is the "" path that statx needs with AT_EMPTY_PATH.
 var emptyPath = [1]byte{0}
 
-const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_UID | unix.STATX_INO | unix.STATX_SIZE | unix.STATX_CTIME
+const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_UID | unix.STATX_GID | unix.STATX_INO |
+	unix.STATX_SIZE | unix.STATX_CTIME | unix.STATX_MTIME
 
 // StatFd stats the file behind fd: its identity and change stamp. It makes
 // one statx and, for regular files, one ioctl, and allocates nothing.
@@ -59,8 +62,10 @@ func StatFd(fd int32) (FileInfo, error) {
 			CtimeNs: stx.Ctime.Sec*1e9 + int64(stx.Ctime.Nsec),
 			Size:    int64(stx.Size),
 		},
-		Mode: uint32(stx.Mode),
-		UID:  stx.Uid,
+		Mode:    uint32(stx.Mode),
+		UID:     stx.Uid,
+		GID:     stx.Gid,
+		MtimeNs: stx.Mtime.Sec*1e9 + int64(stx.Mtime.Nsec),
 	}
 	if fi.IsRegular() {
 		var gen uint64 // room for a long; the kernel writes an int (the low half here)
