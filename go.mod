@@ -15,5 +15,6 @@ require (
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/mattn/go-sqlite3 v1.14.32 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 )

@@ -445,6 +445,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if len(d.ruleDirs) > 0 {
 		background.Go(func() { d.watchRules(bg) })
 	}
+	if q, ok := d.recorder.(*QuarantineRecorder); ok {
+		background.Go(func() { d.retain(bg, q) })
+	}
 
 	d.filesystems.Store(int64(len(marker.Marked())))
 	rules := d.rules.Load().rs

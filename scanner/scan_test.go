@@ -116,9 +116,8 @@ func TestEICAR(t *testing.T) {
 					"description": "EICAR anti-malware test file (harmless test string)",
 					"reference":   "https://www.eicar.org/download-anti-malware-testfile/",
 					"severity":    "low",
-					"action":      "deny",
 				},
-				Action:  policy.ActionDeny,
+				Action:  policy.ActionDefault,
 				Strings: []StringMatch{{ID: "$eicar", Offset: 0, Data: e[:64]}},
 			}}
 			if diff := cmp.Diff(want, ms); diff != "" {

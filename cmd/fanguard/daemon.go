@@ -69,6 +69,16 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		log.Warn("owner names unavailable, rules see numeric uids", zap.Error(err))
 	}
 
+	// The quarantine log and vault, before any mark: opening them (and
+	// settling moves a crash interrupted) touches files on protected
+	// filesystems.
+	var recorder daemon.Recorder
+	if q, err := daemon.OpenQuarantine(context.Background(), cfg.Quarantine); err != nil {
+		log.Error("quarantine unavailable: detections are denied and logged, not recorded nor moved", zap.Error(err))
+	} else {
+		defer q.Close()
+		recorder = q
+	}
 	d, err := daemon.New(daemon.Options{
 		Config:     cfg,
 		Rules:      rules,
@@ -78,6 +88,7 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		Owners:     owners,
 		Notify:     sdNotifier{log: log},
 		LogDropped: logDropped,
+		Recorder:   recorder,
 	})
 	if err != nil {
 		return err

@@ -7,6 +7,9 @@
  * The standard file is the string below at offset 0, optionally followed by
  * white space, 128 bytes at most. In a YARA text string a backslash is
  * written as \\ and must stay escaped.
+ *
+ * No "action" metadata: a detection follows quarantine.action of the
+ * configuration, so the test file shows what a real detection would do.
  */
 
 rule EICAR_Test_File : test
@@ -15,7 +18,6 @@ rule EICAR_Test_File : test
         description = "EICAR anti-malware test file (harmless test string)"
         reference = "https://www.eicar.org/download-anti-malware-testfile/"
         severity = "low"
-        action = "deny"
 
     strings:
         $eicar = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"

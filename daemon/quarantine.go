@@ -1,0 +1,122 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/fanguard/fanguard/policy"
+	"github.com/fanguard/fanguard/quarantine"
+)
+
+// QuarantineRecorder is the Recorder of a real daemon: the quarantine log
+// (SQLite), its allow list and the vault. Safe for concurrent use.
+type QuarantineRecorder struct {
+	Store *quarantine.Store
+	Mover *quarantine.Mover
+}
+
+// OpenQuarantine opens the quarantine log and the vault named by cfg and
+// settles moves a crash interrupted. Call it before the daemon places its
+// marks.
+func OpenQuarantine(ctx context.Context, cfg policy.QuarantineConfig) (*QuarantineRecorder, error) {
+	store, err := quarantine.Open(cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	vault, err := quarantine.OpenVault(cfg.Vault)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	q := &QuarantineRecorder{Store: store, Mover: &quarantine.Mover{Store: store, Vault: vault}}
+	if err := q.Mover.Recover(ctx); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("recovering interrupted quarantine moves: %w", err)
+	}
+	return q, nil
+}
+
+// Close closes the quarantine log.
+func (q *QuarantineRecorder) Close() error { return q.Store.Close() }
+
+// Allowed implements Recorder.
+func (q *QuarantineRecorder) Allowed(ctx context.Context, sha256 string) (bool, error) {
+	return q.Store.IsAllowed(ctx, sha256)
+}
+
+// Record implements Recorder.
+func (q *QuarantineRecorder) Record(ctx context.Context, d *Detection) (int64, error) {
+	r := quarantine.Record{
+		Time:            d.Time,
+		Action:          recordAction(d.Action),
+		Late:            d.Late,
+		SHA256:          d.SHA256,
+		Size:            d.Size,
+		Path:            d.Path,
+		Dev:             d.File.ID.Dev,
+		Ino:             d.File.ID.Ino,
+		Mode:            d.File.Mode,
+		UID:             d.File.UID,
+		GID:             d.File.GID,
+		Mtime:           time.Unix(0, d.File.MtimeNs),
+		PID:             d.PID,
+		Exe:             []byte(d.Exe),
+		Cmdline:         d.Cmdline,
+		RulesGeneration: d.RulesGeneration,
+	}
+	if d.UID >= 0 {
+		r.ProcUID = uint32(d.UID)
+	}
+	for _, m := range d.Matches {
+		qm := quarantine.Match{Rule: m.Rule, Namespace: m.Namespace, RuleFile: m.File, Tags: m.Tags, Meta: m.Meta}
+		for _, s := range m.Strings {
+			qm.Strings = append(qm.Strings, quarantine.StringMatch{ID: s.ID, Offset: s.Offset, Data: s.Data})
+		}
+		r.Matches = append(r.Matches, qm)
+	}
+	return q.Store.Add(ctx, &r)
+}
+
+// Quarantine implements Recorder.
+func (q *QuarantineRecorder) Quarantine(ctx context.Context, id int64, d *Detection) error {
+	return q.Mover.Quarantine(ctx, id, d.Path, d.File.ID.Dev, d.File.ID.Ino)
+}
+
+// Retain purges the vault by age and size.
+func (q *QuarantineRecorder) Retain(ctx context.Context, maxAge time.Duration, maxBytes int64) (quarantine.PurgeResult, error) {
+	var before time.Time
+	if maxAge > 0 {
+		before = time.Now().Add(-maxAge)
+	}
+	return q.Store.Purge(ctx, before, maxBytes, q.Mover.Vault)
+}
+
+func recordAction(a policy.Action) string {
+	switch a {
+	case policy.ActionAudit:
+		return quarantine.ActionAudit
+	case policy.ActionQuarantine:
+		return quarantine.ActionQuarantine
+	}
+	return quarantine.ActionDeny
+}
+
+// retain enforces quarantine.max_age and max_bytes at start and daily.
+func (d *Daemon) retain(ctx context.Context, q *QuarantineRecorder) {
+	for {
+		res, err := q.Retain(ctx, d.cfg.Quarantine.MaxAge, d.cfg.Quarantine.MaxBytes)
+		if err != nil {
+			d.log.Warn("quarantine retention failed", zap.Error(err))
+		} else {
+			d.log.Info("quarantine retention", zap.Any("purged", res))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(24 * time.Hour):
+		}
+	}
+}

@@ -1,0 +1,153 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fanguard/fanguard/quarantine"
+)
+
+// records waits (up to wait) until the daemon's quarantine log holds n
+// records and returns them, newest first.
+func records(t *testing.T, d *daemon, n int, wait time.Duration) []quarantine.Record {
+	t.Helper()
+	store, err := quarantine.Open(filepath.Join(d.Work, "quarantine.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	deadline := time.Now().Add(wait)
+	for {
+		recs, err := store.List(context.Background(), quarantine.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) >= n || time.Now().After(deadline) {
+			return recs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDetectionActions: EICAR opened on the protected tmpfs under each
+// action: the open's answer, the record and its fields, the file's fate.
+func TestDetectionActions(t *testing.T) {
+	tests := []struct {
+		action    string
+		wantErr   error
+		wantState string
+		inPlace   bool
+	}{
+		{"quarantine", unix.EPERM, quarantine.StateQuarantined, false},
+		{"deny", unix.EPERM, quarantine.StateRecorded, true},
+		{"audit", nil, quarantine.StateRecorded, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.action, func(t *testing.T) {
+			d := startDaemon(t, options{quarantine: `action = "` + tt.action + `"`})
+			path := filepath.Join(d.Dir, "bad\nname\xff.com")
+			writeFile(t, path, eicar, 0o640)
+			os.Chown(path, 1234, 5678)
+			st, _ := os.Stat(path)
+			_, err := os.ReadFile(path)
+			if !errors.Is(err, tt.wantErr) && !(err == nil && tt.wantErr == nil) {
+				t.Fatalf("open: %v, want %v", err, tt.wantErr)
+			}
+			recs := records(t, d, 1, 5*time.Second)
+			if len(recs) != 1 {
+				t.Fatalf("%d records, want 1", len(recs))
+			}
+			var r quarantine.Record
+			deadline := time.Now().Add(5 * time.Second)
+			for { // the move follows the record
+				store, _ := quarantine.Open(filepath.Join(d.Work, "quarantine.db"))
+				got, err := store.Get(context.Background(), recs[0].ID)
+				store.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r = *got
+				if r.State == tt.wantState || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if r.Action != tt.action || r.State != tt.wantState {
+				t.Errorf("record action %q state %q, want %q %q", r.Action, r.State, tt.action, tt.wantState)
+			}
+			if string(r.Path) != path || r.Size != int64(len(eicar)) || len(r.SHA256) != 64 ||
+				r.UID != 1234 || r.GID != 5678 || r.Mode&0o777 != 0o640 || !r.Mtime.Equal(st.ModTime()) ||
+				r.PID != int32(os.Getpid()) || len(r.Exe) == 0 || len(r.Cmdline) == 0 || r.ProcUID != 0 || r.RulesGeneration == "" {
+				t.Errorf("record fields: %+v", r)
+			}
+			if len(r.Matches) != 1 || r.Matches[0].Rule != "EICAR_Test_File" || len(r.Matches[0].Strings) != 1 || r.Matches[0].Strings[0].Offset != 0 {
+				t.Errorf("record matches: %+v", r.Matches)
+			}
+			_, statErr := os.Lstat(path)
+			if inPlace := statErr == nil; inPlace != tt.inPlace {
+				t.Errorf("file in place: %v, want %v", inPlace, tt.inPlace)
+			}
+			if tt.action == "quarantine" {
+				vault := filepath.Join(d.Work, "vault")
+				vi, err := os.Stat(vault)
+				if err != nil || vi.Mode().Perm() != 0o700 {
+					t.Errorf("vault %v mode %v, want 0700", err, vi.Mode())
+				}
+				fi, err := os.Stat(filepath.Join(vault, r.VaultName))
+				if err != nil || fi.Mode().Perm() != 0o600 {
+					t.Errorf("vault file %q: %v, want mode 0600", r.VaultName, err)
+				}
+				if b, _ := os.ReadFile(filepath.Join(vault, r.VaultName)); strings.Contains(string(b), "EICAR") {
+					t.Error("the vault holds the EICAR string in the clear")
+				}
+			}
+			line := d.waitLog(5*time.Second, "detection", `"record": `)
+			if strings.Contains(line, `"record": -1`) {
+				t.Errorf("detection logged without its record: %s", line)
+			}
+		})
+	}
+}
+
+// TestAllowList: a file whose sha256 is on the allow list opens and is not
+// recorded again.
+func TestAllowList(t *testing.T) {
+	d := startDaemon(t, options{})
+	path := filepath.Join(d.Dir, "eicar.com")
+	writeFile(t, path, eicar, 0o644)
+	if _, err := os.ReadFile(path); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("open: %v, want EPERM", err)
+	}
+	recs := records(t, d, 1, 5*time.Second)
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	store, err := quarantine.Open(filepath.Join(d.Work, "quarantine.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Allow(context.Background(), recs[0].SHA256, "test", quarantine.Actor{Name: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	// A detected file is cached as denied (it cannot even be opened for
+	// writing); a new copy is scanned and meets the allow list.
+	os.Remove(path)
+	writeFile(t, path, eicar, 0o644)
+	if _, err := os.ReadFile(path); err != nil {
+		t.Errorf("open of an allow-listed file: %v", err)
+	}
+	if recs := records(t, d, 2, 300*time.Millisecond); len(recs) != 1 {
+		t.Errorf("%d records after the allowed open, want still 1", len(recs))
+	}
+	if c := d.counters(); c["allow_listed"] < 1 {
+		t.Errorf("allow_listed = %v", c["allow_listed"])
+	}
+}
