@@ -173,12 +173,18 @@ func New(opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// withVault returns the protect settings with the quarantine vault among
-// the excluded paths: its content is transformed and never to be scanned.
+// withVault returns the protect settings with the quarantine's own files
+// among the excluded paths: the vault (transformed content, never to be
+// scanned) and the log, whose rows hold the paths, command lines and
+// matched strings of detections in the clear — scanned, it would match.
 func withVault(cfg policy.Config) policy.ProtectConfig {
 	p := cfg.Protect
-	if cfg.Quarantine.Vault != "" {
-		p.ExcludePaths = append(slices.Clone(p.ExcludePaths), cfg.Quarantine.Vault)
+	p.ExcludePaths = slices.Clone(p.ExcludePaths)
+	if q := cfg.Quarantine; q.Vault != "" {
+		p.ExcludePaths = append(p.ExcludePaths, q.Vault)
+	}
+	if q := cfg.Quarantine; q.DB != "" {
+		p.ExcludePaths = append(p.ExcludePaths, q.DB, q.DB+"-wal", q.DB+"-shm", q.DB+"-journal")
 	}
 	return p
 }

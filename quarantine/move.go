@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -229,8 +230,9 @@ func (m *Mover) giveUp(ctx context.Context, id int64, name, sum string, cause er
 //   - neither (someone else removed the file before it was copied):
 //     StateRecorded.
 //
-// Each settled record gets an EventRecovered event. Recover returns the
-// errors it met, joined, after trying every record.
+// Each settled record gets an event saying so. Last, vault files that no
+// record needs any more are removed. Recover returns the errors it met,
+// joined, after trying every record.
 func (m *Mover) Recover(ctx context.Context) error {
 	unlock, err := m.Vault.lock(unix.LOCK_EX)
 	if err != nil {
@@ -251,7 +253,29 @@ func (m *Mover) Recover(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("recovering record %d: %w", r.ID, err))
 		}
 	}
+	if err := m.removeOrphans(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("recovering: %w", err))
+	}
 	return errors.Join(errs...)
+}
+
+// removeOrphans removes vault files no record needs any more (left by a
+// crash between a record's change and the removal of its content).
+func (m *Mover) removeOrphans(ctx context.Context) error {
+	des, err := os.ReadDir(m.Vault.dir)
+	if err != nil {
+		return fmt.Errorf("reading the vault: %w", err)
+	}
+	for _, de := range des {
+		sum, ok := strings.CutSuffix(de.Name(), vaultSuffix)
+		if !ok || !validSHA256(sum) {
+			continue
+		}
+		if _, _, err := release(ctx, m.Store, m.Vault, de.Name(), sum); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *Mover) recoverOne(ctx context.Context, r *Record) error {

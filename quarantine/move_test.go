@@ -149,7 +149,13 @@ func TestFaultInjection(t *testing.T) {
 
 			// The state right after the crash: never lost.
 			mid := e.get(t, r.ID)
-			inPlace := exists(p)
+			inPlace := false
+			if c, err := os.ReadFile(p); err == nil {
+				if string(c) != content {
+					t.Fatal("after the crash the file at its path has other content")
+				}
+				inPlace = true
+			}
 			inVault := false
 			if c, err := readAll(e.vault, VaultName(r.SHA256)); err == nil && string(c) == content {
 				inVault = true
@@ -228,6 +234,27 @@ func TestRecoverCases(t *testing.T) {
 		}
 		if b, _ := os.ReadFile(p); string(b) != "innocent" {
 			t.Error("the new file at the path was touched")
+		}
+	})
+	t.Run("orphan vault file", func(t *testing.T) {
+		e := newEnv(t)
+		kept := e.detect(t, []byte(filepath.Join(e.dir, "kept")), eicar, 0o644)
+		if err := e.mover.Quarantine(ctx, kept.ID, kept.Path, kept.Dev, kept.Ino); err != nil {
+			t.Fatal(err)
+		}
+		orphan := []byte("no record needs me")
+		name, err := e.vault.Put(openTemp(t, orphan), sumOf(orphan))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.mover.Recover(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if exists(filepath.Join(e.vault.Dir(), name)) {
+			t.Error("the orphan is still in the vault")
+		}
+		if c := e.vaultContent(t, VaultName(kept.SHA256)); c != eicar {
+			t.Error("the needed vault file went")
 		}
 	})
 	t.Run("half-written vault file", func(t *testing.T) {
@@ -499,5 +526,54 @@ func TestPurge(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConcurrentMovesAndRemovals: moves of files with the same content race
+// deletions of other records with that content; no quarantined record may
+// lose its vault file.
+func TestConcurrentMovesAndRemovals(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const n = 8
+	var first, rest []*Record
+	for i := 0; i < 2*n; i++ {
+		r := e.detect(t, []byte(filepath.Join(e.dir, fmt.Sprint(i))), eicar, 0o644)
+		if i < n {
+			if err := e.mover.Quarantine(ctx, r.ID, r.Path, r.Dev, r.Ino); err != nil {
+				t.Fatal(err)
+			}
+			first = append(first, r)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	errs := make(chan error, 2*n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, r := range first {
+			errs <- e.mover.Delete(ctx, r.ID, Actor{Name: "test"})
+		}
+	}()
+	for _, r := range rest {
+		errs <- e.mover.Quarantine(ctx, r.ID, r.Path, r.Dev, r.Ino)
+	}
+	<-done
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	for _, r := range rest {
+		got := e.get(t, r.ID)
+		if got.State != StateQuarantined {
+			t.Errorf("record %d: %s", r.ID, got.State)
+			continue
+		}
+		if c := e.vaultContent(t, got.VaultName); c != eicar {
+			t.Errorf("record %d lost its content", r.ID)
+		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,5 +151,56 @@ func TestAllowList(t *testing.T) {
 	}
 	if c := d.counters(); c["allow_listed"] < 1 {
 		t.Errorf("allow_listed = %v", c["allow_listed"])
+	}
+}
+
+// TestQuarantineReviewWithDaemon: a file quarantined by the running daemon
+// is shown with its matched string and offset, restored with --allow to
+// its path with mode, owner and mtime, and then opens without a new record.
+func TestQuarantineReviewWithDaemon(t *testing.T) {
+	d := startDaemon(t, options{quarantine: `action = "quarantine"`})
+	path := filepath.Join(d.Dir, "sub dir", "caught\tone.com")
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	writeFile(t, path, eicar, 0o640)
+	os.Chown(path, 4321, 8765)
+	mtime := time.Date(2020, 2, 3, 4, 5, 6, 7, time.UTC)
+	os.Chtimes(path, mtime, mtime)
+	if _, err := os.ReadFile(path); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("open: %v, want EPERM", err)
+	}
+	db := "--db=" + filepath.Join(d.Work, "quarantine.db")
+	vault := "--vault=" + filepath.Join(d.Work, "vault")
+	var id string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Lstat(path); err != nil { // moved into the vault
+			recs := records(t, d, 1, time.Second)
+			id = strconv.FormatInt(recs[0].ID, 10)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the detected file was not moved into the vault")
+		}
+	}
+	code, out, errOut := run(t, "quarantine", "show", id, db, vault)
+	if code != 0 || !strings.Contains(out, "EICAR_Test_File") || !strings.Contains(out, "$eicar") || !strings.Contains(out, `caught\tone.com`) {
+		t.Errorf("show: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "quarantine", "restore", id, "--allow", db, vault)
+	if code != 0 {
+		t.Fatalf("restore: exit %d\n%s\n%s", code, out, errOut)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	if st.Mode().Perm() != 0o640 || sys.Uid != 4321 || sys.Gid != 8765 || !st.ModTime().Equal(mtime) {
+		t.Errorf("restored file: mode %v owner %d:%d mtime %v", st.Mode(), sys.Uid, sys.Gid, st.ModTime())
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != eicar {
+		t.Errorf("open after restore --allow: %q, %v", b, err)
+	}
+	if recs := records(t, d, 2, 300*time.Millisecond); len(recs) != 1 {
+		t.Errorf("%d records after the allowed open, want 1", len(recs))
 	}
 }

@@ -1,8 +1,9 @@
 // Command fanguard is the on-access scanning daemon and its command line:
 // `fanguard daemon` runs the daemon, `fanguard reload` reloads its rules,
 // `fanguard scan` scans files on demand with the same rules and engine,
-// `fanguard rules check|list` checks and lists the rule directories, and
-// `fanguard version` prints the version.
+// `fanguard rules check|list` checks and lists the rule directories,
+// `fanguard quarantine ...` and `fanguard allow ...` review detections and
+// the allow list, and `fanguard version` prints the version.
 package main
 
 import (

@@ -28,7 +28,7 @@ masks it).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDaemonCommand(), newScanCommand(), newReloadCommand(), newRulesCommand(), newVersionCommand())
+	root.AddCommand(newDaemonCommand(), newScanCommand(), newReloadCommand(), newRulesCommand(), newVersionCommand(), newQuarantineCommand(), newAllowCommand())
 	return root
 }
 
