@@ -98,6 +98,7 @@ type Daemon struct {
 	workers     []*worker
 	readerBusy  atomic.Int64 // when the reader began its current batch (Unix ns), 0 when idle
 	readerDone  atomic.Bool  // the reader returned
+	workersDone atomic.Bool  // the workers returned and d.detections is closed
 	filesystems atomic.Int64 // protected now
 
 	stats Stats
@@ -391,8 +392,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.record(d.detections)
 	}()
 	// The detections the workers handed on are recorded (and logged)
-	// before Run returns, if the workers finished (see shutdown).
+	// before Run returns — when the workers finished and shutdown closed
+	// d.detections. If scans were still running, Run returns at once: a
+	// record is one SQLite transaction and a quarantine move is crash-safe
+	// (settled at the next start), so leaving mid-way loses nothing.
 	defer func() {
+		if !d.workersDone.Load() {
+			return
+		}
 		select {
 		case <-recorded:
 		case <-time.After(recordDrain):
@@ -541,6 +548,7 @@ func (d *Daemon) shutdown(readerErr chan error, workers *sync.WaitGroup) error {
 	select {
 	case <-done:
 		close(d.detections) // the workers, its only senders, are gone
+		d.workersDone.Store(true)
 	case <-time.After(d.cfg.Budget + time.Second):
 		d.log.Warn("scans still running at shutdown; the kernel allows what is left",
 			zap.Int64("inflight", d.inflight.Load()))
