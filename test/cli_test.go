@@ -29,6 +29,26 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errb.String()
 }
 
+// expectRun runs fanguard with args and checks its exit code and that its
+// output holds each of wantOut and its errors each of wantErr.
+func expectRun(t *testing.T, args []string, wantCode int, wantOut, wantErr []string) {
+	t.Helper()
+	code, out, errOut := run(t, args...)
+	if code != wantCode {
+		t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, wantCode, out, errOut)
+	}
+	for _, w := range wantOut {
+		if !strings.Contains(out, w) {
+			t.Errorf("stdout lacks %q:\n%s", w, out)
+		}
+	}
+	for _, w := range wantErr {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, errOut)
+		}
+	}
+}
+
 func TestScanCommand(t *testing.T) {
 	dir := t.TempDir()
 	clean := filepath.Join(dir, "clean")
@@ -61,22 +81,7 @@ func TestScanCommand(t *testing.T) {
 		{"no path", []string{"scan", rules}, 2, nil, []string{"requires at least 1 arg"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			code, out, errOut := run(t, tt.args...)
-			if code != tt.wantCode {
-				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, out, errOut)
-			}
-			for _, w := range tt.wantOut {
-				if !strings.Contains(out, w) {
-					t.Errorf("stdout lacks %q:\n%s", w, out)
-				}
-			}
-			for _, w := range tt.wantErr {
-				if !strings.Contains(errOut, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, errOut)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { expectRun(t, tt.args, tt.wantCode, tt.wantOut, tt.wantErr) })
 	}
 
 	t.Run("json", func(t *testing.T) {

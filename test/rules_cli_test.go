@@ -63,22 +63,7 @@ func TestRulesCheck(t *testing.T) {
 		{"unknown subcommand", []string{"rules", "nope"}, 2, nil, []string{"unknown command"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			code, out, errOut := run(t, tt.args...)
-			if code != tt.wantCode {
-				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, out, errOut)
-			}
-			for _, w := range tt.wantOut {
-				if !strings.Contains(out, w) {
-					t.Errorf("stdout lacks %q:\n%s", w, out)
-				}
-			}
-			for _, w := range tt.wantErr {
-				if !strings.Contains(errOut, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, errOut)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { expectRun(t, tt.args, tt.wantCode, tt.wantOut, tt.wantErr) })
 	}
 
 	t.Run("generation", func(t *testing.T) {
