@@ -16,5 +16,8 @@ require (
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/mattn/go-sqlite3 v1.14.32 // indirect
+	github.com/prometheus/client_golang v1.23.2 // indirect
+	github.com/prometheus/common v0.73.1 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
+	golang.org/x/term v0.48.0 // indirect
 )
