@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -20,7 +21,9 @@ import (
 //
 //	POST /reload   compile the rules again and put them in force; answers
 //	               when they are, with a ReloadResult, or with the error
-//	GET  /status   the counters, as JSON
+//	GET  /status   health, rules, rates, latency, cache, counters and the
+//	               last detections, as JSON (a Status)
+//	GET  /metrics  the same measures in the Prometheus text format
 
 type peerKey struct{}
 
@@ -83,8 +86,16 @@ func (d *Daemon) serveControl(ctx context.Context, ln net.Listener) {
 		writeJSON(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, d.stats.snapshot())
+		writeJSON(w, http.StatusOK, d.status())
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.newRegistry(), promhttp.HandlerOpts{
+		ErrorLog: zap.NewStdLog(d.log), ErrorHandling: promhttp.ContinueOnError}))
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		d.sampleRates(ctx)
+	}()
+	defer func() { <-sampled }()
 	srv := &http.Server{
 		Handler: rootOnly(mux),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {

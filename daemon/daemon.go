@@ -53,6 +53,8 @@ type Options struct {
 	// must be read before the marks are placed (the daemon never opens
 	// /etc/passwd afterwards); nil means numeric uids.
 	Owners map[uint32]string
+	// Version is the daemon's version, for the status and the metrics.
+	Version string
 }
 
 // Daemon is the running pipeline. Create it with New and start it with
@@ -102,6 +104,10 @@ type Daemon struct {
 	filesystems atomic.Int64 // protected now
 
 	stats Stats
+
+	version string
+	started time.Time
+	rates   rateWindow // events and scans over the last minute, for the status
 }
 
 // Notifier receives the daemon's state changes. Its methods must not
@@ -166,6 +172,8 @@ func New(opts Options) (*Daemon, error) {
 		detections: make(chan *Detection, detectionQueue),
 		recorder:   opts.Recorder,
 		scans:      make(map[fan.FileID]*job),
+		version:    opts.Version,
+		started:    time.Now(),
 	}
 	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
 	d.stats.logDropped = opts.LogDropped
@@ -332,25 +340,7 @@ func (d *Daemon) updateStatus() {
 // budget while events wait in the queue. The systemd watchdog pings only
 // while it holds: a wedged daemon is killed, and the kernel then allows
 // the opens it held.
-func (d *Daemon) Healthy() bool {
-	if d.readerDone.Load() {
-		return false
-	}
-	now := time.Now().UnixNano()
-	limit := int64(2 * d.cfg.Budget)
-	if since := d.readerBusy.Load(); since != 0 && now-since > limit {
-		return false
-	}
-	if len(d.queue) == 0 {
-		return true
-	}
-	for _, w := range d.workers {
-		if since := w.scanning.Load(); since != 0 && now-since > limit {
-			return false
-		}
-	}
-	return true
-}
+func (d *Daemon) Healthy() bool { return d.unhealthyReason() == "" }
 
 // Run places the marks, reports readiness, and serves events until ctx is
 // done or the reader fails. On the way out it stops reading, lets the

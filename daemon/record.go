@@ -92,6 +92,7 @@ func (d *Daemon) record(detections <-chan *Detection) {
 			}
 		}
 		d.logDetection(det, id)
+		d.stats.recent.add(det, id)
 		if det.Action != policy.ActionQuarantine || d.recorder == nil || id < 0 {
 			continue
 		}

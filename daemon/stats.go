@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"math/bits"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,9 @@ type Stats struct {
 	ReloadFailures   atomic.Uint64 // reloads that kept the rules in force
 
 	Decision latencyHistogram // from reading an event to answering it
+	Scan     latencyHistogram // one YARA scan of a file's content
+
+	recent recentDetections // the last detections, for the status
 
 	logDropped func() uint64 // the logger's drop counter, if known
 }
@@ -130,6 +134,7 @@ func (s *Stats) snapshot() map[string]int64 {
 type latencyHistogram struct {
 	buckets [64 * subBuckets]atomic.Uint64
 	maxNs   atomic.Int64
+	sumNs   atomic.Int64 // for the Prometheus histogram's _sum
 }
 
 const subBits = 3
@@ -163,6 +168,7 @@ func (h *latencyHistogram) Record(d time.Duration) {
 	}
 	i := min(bucketOf(uint64(d/time.Microsecond)), len(h.buckets)-1)
 	h.buckets[i].Add(1)
+	h.sumNs.Add(int64(d))
 	for {
 		m := h.maxNs.Load()
 		if int64(d) <= m || h.maxNs.CompareAndSwap(m, int64(d)) {
@@ -191,3 +197,72 @@ func (h *latencyHistogram) quantile(q float64) time.Duration {
 }
 
 func (h *latencyHistogram) max() time.Duration { return time.Duration(h.maxNs.Load()) }
+
+// promBuckets returns the histogram merged into powers of two: cumulative
+// counts with upper bounds in seconds, from 1 µs to 2^26 µs (about 67 s),
+// the total count and the sum in seconds. The buckets are read once each,
+// so the count is the sum of what the buckets held when read.
+func (h *latencyHistogram) promBuckets() (count uint64, sum float64, cumulative map[float64]uint64) {
+	cumulative = make(map[float64]uint64, promBucketPowers+1)
+	i := 0
+	for k := 0; k <= promBucketPowers; k++ {
+		bound := uint64(1) << k // µs
+		for ; i < len(h.buckets) && bucketHigh(i) < bound; i++ {
+			count += h.buckets[i].Load()
+		}
+		cumulative[float64(bound)/1e6] = count
+	}
+	for ; i < len(h.buckets); i++ {
+		count += h.buckets[i].Load()
+	}
+	return count, float64(h.sumNs.Load()) / 1e9, cumulative
+}
+
+// promBucketPowers is the largest power of two (of µs) exported as a
+// bucket bound: 2^26 µs ≈ 67 s.
+const promBucketPowers = 26
+
+// recentDetections is a small ring of the last detections, filled by the
+// recorder goroutine (off the event path) and read by the status.
+type recentDetections struct {
+	mu   sync.Mutex
+	ring [recentDetectionsKept]RecentDetection
+	n    int // detections added, ever
+}
+
+const recentDetectionsKept = 10
+
+// RecentDetection is what the status shows of one detection.
+type RecentDetection struct {
+	Time   time.Time `json:"time"`
+	Path   string    `json:"path"`
+	Rules  []string  `json:"rules"`
+	Action string    `json:"action"`
+	Late   bool      `json:"late,omitempty"`
+	Exe    string    `json:"exe,omitempty"`
+	PID    int32     `json:"pid"`
+	Record int64     `json:"record"` // -1: not recorded
+}
+
+func (r *recentDetections) add(det *Detection, id int64) {
+	rd := RecentDetection{Time: det.Time, Path: string(det.Path), Action: det.Action.String(),
+		Late: det.Late, Exe: det.Exe, PID: det.PID, Record: id}
+	for _, m := range det.Matches {
+		rd.Rules = append(rd.Rules, m.Rule)
+	}
+	r.mu.Lock()
+	r.ring[r.n%recentDetectionsKept] = rd
+	r.n++
+	r.mu.Unlock()
+}
+
+// last returns the detections kept, the newest first.
+func (r *recentDetections) last() []RecentDetection {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]RecentDetection, 0, min(r.n, recentDetectionsKept))
+	for i := r.n - 1; i >= 0 && i >= r.n-recentDetectionsKept; i-- {
+		out = append(out, r.ring[i%recentDetectionsKept])
+	}
+	return out
+}

@@ -255,6 +255,7 @@ func (w *worker) scan(j *job, rules *ruleSet, o *outcome) policy.Verdict {
 	vars := scanner.VarsFor(strings.TrimSuffix(o.path, " (deleted)"), data[:min(n, 64)], d.owner(j.info.UID))
 	w.scanning.Store(time.Now().UnixNano())
 	matches, err := w.scanner.Scan(data, vars)
+	d.stats.Scan.Record(time.Duration(time.Now().UnixNano() - w.scanning.Load()))
 	w.scanning.Store(0)
 	d.stats.Scans.Add(1)
 	d.stats.BytesScanned.Add(uint64(n))

@@ -89,6 +89,7 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		Notify:     sdNotifier{log: log},
 		LogDropped: logDropped,
 		Recorder:   recorder,
+		Version:    version,
 	})
 	if err != nil {
 		return err

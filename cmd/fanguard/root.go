@@ -28,7 +28,7 @@ masks it).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDaemonCommand(), newScanCommand(), newReloadCommand(), newRulesCommand(), newVersionCommand(), newQuarantineCommand(), newAllowCommand())
+	root.AddCommand(newDaemonCommand(), newScanCommand(), newReloadCommand(), newStatusCommand(), newRulesCommand(), newVersionCommand(), newQuarantineCommand(), newAllowCommand())
 	return root
 }
 

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fanguard/fanguard/daemon"
+)
+
+func newStatusCommand() *cobra.Command {
+	var flags configFlags
+	var socket string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether the daemon is protecting, and what it costs",
+		Long: `Ask the running daemon for its status over its control socket ([control]
+socket, root only) and print a summary: health, rules, protected
+filesystems, event and scan rates, decision latency, cache hit ratio, uptime,
+version and the last detections. --json prints the daemon's status document
+as it is.
+
+Exit 0: the daemon runs and is healthy; 1: it runs but is not healthy (the
+first line says why), or the status could not be read; 3: no daemon is
+running (nothing listens on the socket).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if socket == "" {
+				cfg, err := flags.load(cmd.Flags().Changed("config"))
+				if err != nil {
+					return exitError{code: 2, err: err}
+				}
+				socket = cfg.Control.Socket
+			}
+			return runStatus(cmd.Context(), socket, asJSON, cmd.OutOrStdout())
+		},
+	}
+	flags.register(cmd.Flags())
+	cmd.Flags().StringVar(&socket, "socket", "", "control socket, instead of [control] socket of the configuration")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status document (JSON)")
+	return cmd
+}
+
+func runStatus(ctx context.Context, socket string, asJSON bool, out io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://fanguard/status", nil)
+	resp, err := controlClient(socket).Do(req)
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		fmt.Fprintf(out, "○ fanguard: not running (no daemon listens on %s)\n", socket)
+		return exitError{code: 3}
+	}
+	if errors.Is(err, syscall.EACCES) {
+		return exitError{code: 1, err: fmt.Errorf("%s: permission denied: the control socket is for root only", socket)}
+	}
+	if err != nil {
+		return exitError{code: 1, err: fmt.Errorf("reading the status: %w", err)}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return exitError{code: 1, err: fmt.Errorf("reading the status: %w", err)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		msg := resp.Status
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		return exitError{code: 1, err: errors.New(msg)}
+	}
+	var st daemon.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return exitError{code: 1, err: fmt.Errorf("decoding the status: %w", err)}
+	}
+	if asJSON {
+		out.Write(body)
+	} else {
+		printStatus(out, &st)
+	}
+	if !st.Health.Healthy {
+		return exitError{code: 1}
+	}
+	return nil
+}
+
+// printStatus writes the summary in the shape of `systemctl status`.
+func printStatus(out io.Writer, st *daemon.Status) {
+	var b bytes.Buffer
+	state := "active, protecting"
+	if st.Protected.Filesystems == 0 {
+		state = "active, protecting nothing"
+	}
+	if !st.Health.Healthy {
+		state = "unhealthy: " + st.Health.Reason
+	}
+	fmt.Fprintf(&b, "● fanguard - on-access malware scanner (pid %d, %s mode): %s\n", st.PID, st.Mode, state)
+	line := func(key, format string, args ...any) {
+		fmt.Fprintf(&b, "%12s: %s\n", key, fmt.Sprintf(format, args...))
+	}
+	line("Rules", "%d rules from %d files, generation %s", st.Rules.Count, st.Rules.Files, st.Rules.ShortGeneration)
+	fs := "filesystems"
+	if st.Protected.Filesystems == 1 {
+		fs = "filesystem"
+	}
+	line("Protecting", "%d %s", st.Protected.Filesystems, fs)
+	c := st.Counters
+	window := "since start"
+	if st.Rates.WindowSeconds >= 59 {
+		window = "last minute"
+	}
+	line("Events", "%d (%.1f/s %s), %d scans (%.1f/s, %s/s), %d detections, %d timed out, %d overloaded, %d errors",
+		c["events"], st.Rates.EventsPerSec, window, c["scans"], st.Rates.ScansPerSec, bytesString(st.Rates.BytesPerSecond),
+		c["detections"], c["timed_out"], c["overloaded"], c["errors"])
+	line("Latency", "p50 %s, p99 %s, max %s (read to answer); scans p50 %s, p99 %s, max %s",
+		us(st.Latency.P50us), us(st.Latency.P99us), us(st.Latency.MaxUs),
+		us(st.ScanLatency.P50us), us(st.ScanLatency.P99us), us(st.ScanLatency.MaxUs))
+	line("Pipeline", "%d/%d workers busy, %d queued, %d in flight, %d fds",
+		st.Pipeline.BusyWorkers, st.Pipeline.Workers, st.Pipeline.QueueDepth, st.Pipeline.InFlight, st.Pipeline.OpenFds)
+	if st.Cache.Hits+st.Cache.Misses > 0 {
+		line("Cache", "%.1f%% hits (%d of %d lookups), %d entries", 100*st.Cache.HitRatio,
+			st.Cache.Hits, st.Cache.Hits+st.Cache.Misses, st.Cache.Entries)
+	} else {
+		line("Cache", "no lookups yet, %d entries", st.Cache.Entries)
+	}
+	line("Uptime", "%s (since %s)", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second).String(),
+		st.Started.Local().Format("2006-01-02 15:04:05 MST"))
+	line("Version", "%s", st.Version)
+	if len(st.Detections) == 0 {
+		b.WriteString("\nNo detections since the start.\n")
+	} else {
+		b.WriteString("\nLast detections:\n")
+		for _, d := range st.Detections {
+			rec := "not recorded"
+			if d.Record >= 0 {
+				rec = fmt.Sprintf("record %d", d.Record)
+			}
+			fmt.Fprintf(&b, "  %s %-10s %s %s (%s)\n", d.Time.Local().Format("2006-01-02 15:04:05"), d.Action,
+				strings.Join(d.Rules, ","), d.Path, rec)
+		}
+	}
+	out.Write(b.Bytes())
+}
+
+// us formats microseconds as a duration.
+func us(v int64) string {
+	d := time.Duration(v) * time.Microsecond
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
+	}
+	return d.String()
+}
+
+func bytesString(v float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f %s", v, units[i])
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}

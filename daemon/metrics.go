@@ -1,0 +1,402 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// What the control socket shows of the running daemon: GET /metrics, the
+// Prometheus text format, from a collector that reads the atomic counters
+// when scraped (nothing is added to the event path), and GET /status, the
+// same and more as one JSON document for `fanguard status`.
+
+// counterHelp describes the counters of Stats.counters, by name.
+var counterHelp = map[string]string{
+	"events":               "Permission events read.",
+	"own_pid":              "Events allowed at once: opened by the daemon itself.",
+	"excluded":             "Events allowed at once by exclude_paths, exclude_exe or exclude_uids.",
+	"overloaded":           "Events answered at once with on_overload: max_pending was reached.",
+	"overflows":            "Queue overflow alarms from the kernel.",
+	"not_regular":          "Events allowed without a scan: not a regular file.",
+	"oversize":             "Events answered with on_oversize: above max_file_size.",
+	"scans":                "YARA scans run.",
+	"bytes_scanned":        "Bytes scanned.",
+	"detections":           "Scans with at least one matching rule.",
+	"late_detections":      "Detections that came after the budget ran out.",
+	"timed_out":            "Events answered with on_timeout by the deadline.",
+	"errors":               "Events answered with on_error: unreadable or unscannable.",
+	"answer_errors":        "Answers the kernel refused.",
+	"parse_errors":         "Malformed event records.",
+	"kernel_denied":        "Events the kernel denied itself: it could not open an fd for the daemon.",
+	"cache_hits":           "Events answered from the daemon's verdict cache.",
+	"cache_misses":         "Verdict cache lookups that found nothing valid.",
+	"cache_evictions":      "Verdict cache entries evicted to stay within cache.entries.",
+	"cache_entries":        "Verdict cache entries held now.",
+	"cached_denials":       "Denials answered from the cache, without a rescan.",
+	"kernel_marks_added":   "Ignore marks added in the kernel.",
+	"kernel_marks_removed": "Ignore marks removed: stamp moved, file written, rules changed.",
+	"kernel_flushes":       "Times all ignore marks were dropped at once.",
+	"dedup_waits":          "Events that waited for a scan of the same file already running.",
+	"invalidations":        "Writers' closes seen (FAN_CLOSE_WRITE).",
+	"allow_listed":         "Detections let through by the allow list.",
+	"record_errors":        "Detections that could not be recorded.",
+	"quarantined":          "Files moved into the vault.",
+	"quarantine_errors":    "Quarantine moves that failed.",
+	"reloads":              "Rule sets loaded after the first.",
+	"reload_failures":      "Reloads that kept the rules in force.",
+	"log_dropped":          "Log entries dropped by the logger's queue.",
+	"latency_p50_us":       "Median decision latency (read to answer), in microseconds.",
+	"latency_p99_us":       "99th percentile of the decision latency, in microseconds.",
+	"latency_max_us":       "Largest decision latency seen, in microseconds.",
+}
+
+// isLevel tells the counters that are levels (gauges), not running totals.
+func isLevel(name string) bool {
+	return name == "cache_entries" || strings.HasPrefix(name, "latency_")
+}
+
+// collector is the daemon's prometheus.Collector.
+type collector struct {
+	d *Daemon
+
+	counters map[string]*prometheus.Desc
+
+	queue, inflight, busy, workers, filesystems, healthy *prometheus.Desc
+	rules, rulesInfo, rulesLoad                          *prometheus.Desc
+	fds, uptime, build                                   *prometheus.Desc
+	decision, scan                                       *prometheus.Desc
+}
+
+func newCollector(d *Daemon) *collector {
+	c := &collector{d: d, counters: make(map[string]*prometheus.Desc)}
+	for _, ct := range d.stats.counters() {
+		name := "fanguard_" + ct.name
+		if !isLevel(ct.name) {
+			name += "_total"
+		}
+		help := counterHelp[ct.name]
+		if help == "" {
+			help = "fanguard counter " + ct.name + "."
+		}
+		c.counters[ct.name] = prometheus.NewDesc(name, help, nil, nil)
+	}
+	g := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("fanguard_"+name, help, labels, nil)
+	}
+	c.queue = g("queue_depth", "Jobs waiting in the queue for a worker.")
+	c.inflight = g("inflight", "Events held: queued, scanning, waiting for a scan of the same file or for their deadline.")
+	c.busy = g("workers_busy", "Workers scanning now.")
+	c.workers = g("workers", "Scan workers.")
+	c.filesystems = g("protected_filesystems", "Filesystems marked for permission events.")
+	c.healthy = g("healthy", "1 when the pipeline makes progress (what the watchdog checks), else 0.")
+	c.rules = g("rules", "Rules in force.")
+	c.rulesInfo = g("rules_info", "The generation of the rules in force.", "generation")
+	c.rulesLoad = g("rules_load_seconds", "How long loading the rules in force took.")
+	c.fds = g("open_fds", "File descriptors open in the daemon.")
+	c.uptime = g("uptime_seconds", "Seconds since the daemon started.")
+	c.build = g("build_info", "The daemon's version.", "version")
+	c.decision = g("decision_latency_seconds", "Time from reading a permission event to answering it.")
+	c.scan = g("scan_latency_seconds", "Time of one YARA scan of a file's content.")
+	return c
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.counters {
+		ch <- d
+	}
+	for _, d := range []*prometheus.Desc{c.queue, c.inflight, c.busy, c.workers, c.filesystems, c.healthy,
+		c.rules, c.rulesInfo, c.rulesLoad, c.fds, c.uptime, c.build, c.decision, c.scan} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	for _, ct := range d.stats.counters() {
+		desc := c.counters[ct.name]
+		if desc == nil {
+			continue
+		}
+		typ := prometheus.CounterValue
+		if isLevel(ct.name) {
+			typ = prometheus.GaugeValue
+		}
+		ch <- prometheus.MustNewConstMetric(desc, typ, float64(ct.value))
+	}
+	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.queue, float64(len(d.queue)))
+	gauge(c.inflight, float64(d.inflight.Load()))
+	gauge(c.busy, float64(d.busyWorkers()))
+	gauge(c.workers, float64(len(d.workers)))
+	gauge(c.filesystems, float64(d.filesystems.Load()))
+	gauge(c.healthy, boolFloat(d.Healthy()))
+	rs := d.rules.Load().rs
+	gauge(c.rules, float64(rs.Count))
+	gauge(c.rulesInfo, 1, rs.Generation)
+	gauge(c.rulesLoad, rs.LoadTime.Seconds())
+	if n, err := openFds(); err == nil {
+		gauge(c.fds, float64(n))
+	}
+	gauge(c.uptime, time.Since(d.started).Seconds())
+	gauge(c.build, 1, d.version)
+	for _, h := range []struct {
+		desc *prometheus.Desc
+		h    *latencyHistogram
+	}{{c.decision, &d.stats.Decision}, {c.scan, &d.stats.Scan}} {
+		count, sum, buckets := h.h.promBuckets()
+		ch <- prometheus.MustNewConstHistogram(h.desc, count, sum, buckets)
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// newRegistry returns the registry that GET /metrics serves.
+func (d *Daemon) newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(d))
+	return reg
+}
+
+// busyWorkers counts the workers scanning now.
+func (d *Daemon) busyWorkers() int {
+	n := 0
+	for _, w := range d.workers {
+		if w.scanning.Load() != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// openFds counts the daemon's open file descriptors.
+func openFds() (int, error) {
+	f, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return 0, err
+	}
+	return len(names) - 1, nil // less the one reading the directory
+}
+
+// unhealthyReason says why the daemon is not healthy (see Healthy); "" if
+// they all pass now.
+func (d *Daemon) unhealthyReason() string {
+	if d.readerDone.Load() {
+		return "the event reader stopped"
+	}
+	now := time.Now().UnixNano()
+	limit := int64(2 * d.cfg.Budget)
+	if since := d.readerBusy.Load(); since != 0 && now-since > limit {
+		return fmt.Sprintf("the event reader is stuck on one batch for %v (more than twice the budget)",
+			time.Duration(now-since).Round(time.Millisecond))
+	}
+	if q := len(d.queue); q > 0 {
+		for _, w := range d.workers {
+			if since := w.scanning.Load(); since != 0 && now-since > limit {
+				return fmt.Sprintf("a scan has run for %v (more than twice the budget) with %d events waiting",
+					time.Duration(now-since).Round(time.Millisecond), q)
+			}
+		}
+	}
+	return ""
+}
+
+// rateWindow keeps samples of the events and scans counters, to tell the
+// rates over the last minute.
+type rateWindow struct {
+	mu      sync.Mutex
+	samples [rateSamples]rateSample
+	n       int
+}
+
+type rateSample struct {
+	at            time.Time
+	events, scans uint64
+	bytes         uint64
+}
+
+const (
+	rateInterval = 5 * time.Second
+	rateSamples  = 13 // 60 s of samples 5 s apart, and the one of now
+)
+
+func (d *Daemon) rateSample() rateSample {
+	return rateSample{at: time.Now(), events: d.stats.Events.Load(), scans: d.stats.Scans.Load(), bytes: d.stats.BytesScanned.Load()}
+}
+
+// sampleRates records a sample every rateInterval until ctx is done.
+func (d *Daemon) sampleRates(ctx context.Context) {
+	t := time.NewTicker(rateInterval)
+	defer t.Stop()
+	for {
+		d.rates.add(d.rateSample())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *rateWindow) add(s rateSample) {
+	r.mu.Lock()
+	r.samples[r.n%rateSamples] = s
+	r.n++
+	r.mu.Unlock()
+}
+
+// oldest returns the oldest sample kept, false if none.
+func (r *rateWindow) oldest() (rateSample, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == 0 {
+		return rateSample{}, false
+	}
+	if r.n < rateSamples {
+		return r.samples[0], true
+	}
+	return r.samples[r.n%rateSamples], true
+}
+
+// Status is the document of GET /status.
+type Status struct {
+	Version       string            `json:"version"`
+	PID           int               `json:"pid"`
+	Started       time.Time         `json:"started"`
+	UptimeSeconds float64           `json:"uptime_seconds"`
+	Mode          string            `json:"mode"`
+	Health        StatusHealth      `json:"health"`
+	Rules         StatusRules       `json:"rules"`
+	Protected     StatusProtected   `json:"protected"`
+	Pipeline      StatusPipeline    `json:"pipeline"`
+	Rates         StatusRates       `json:"rates"`
+	Latency       StatusLatency     `json:"latency"`
+	ScanLatency   StatusLatency     `json:"scan_latency"`
+	Cache         StatusCache       `json:"cache"`
+	Counters      map[string]int64  `json:"counters"`
+	Detections    []RecentDetection `json:"last_detections"`
+}
+
+type StatusHealth struct {
+	Healthy bool   `json:"healthy"`
+	Reason  string `json:"reason,omitempty"` // why not, when not
+}
+
+type StatusRules struct {
+	Count           int     `json:"count"`
+	Files           int     `json:"files"`
+	Generation      string  `json:"generation"`
+	ShortGeneration string  `json:"short_generation"`
+	FromCache       bool    `json:"from_cache"`
+	LoadSeconds     float64 `json:"load_seconds"`
+}
+
+type StatusProtected struct {
+	Filesystems int64 `json:"filesystems"`
+}
+
+type StatusPipeline struct {
+	Workers     int   `json:"workers"`
+	BusyWorkers int   `json:"busy_workers"`
+	QueueDepth  int   `json:"queue_depth"`
+	InFlight    int64 `json:"inflight"`
+	OpenFds     int   `json:"open_fds"`
+}
+
+// StatusRates are over the last minute, or since the start when the daemon
+// is younger (WindowSeconds says which).
+type StatusRates struct {
+	WindowSeconds  float64 `json:"window_seconds"`
+	EventsPerSec   float64 `json:"events_per_second"`
+	ScansPerSec    float64 `json:"scans_per_second"`
+	BytesPerSecond float64 `json:"bytes_scanned_per_second"`
+}
+
+type StatusLatency struct {
+	P50us int64  `json:"p50_us"`
+	P99us int64  `json:"p99_us"`
+	MaxUs int64  `json:"max_us"`
+	Count uint64 `json:"count"`
+}
+
+type StatusCache struct {
+	Hits     uint64  `json:"hits"`
+	Misses   uint64  `json:"misses"`
+	HitRatio float64 `json:"hit_ratio"` // hits / (hits + misses); 0 when neither
+	Entries  int64   `json:"entries"`
+}
+
+func latencyOf(h *latencyHistogram) StatusLatency {
+	var n uint64
+	for i := range h.buckets {
+		n += h.buckets[i].Load()
+	}
+	return StatusLatency{P50us: h.quantile(0.5).Microseconds(), P99us: h.quantile(0.99).Microseconds(),
+		MaxUs: h.max().Microseconds(), Count: n}
+}
+
+// status builds the document of GET /status.
+func (d *Daemon) status() Status {
+	now := time.Now()
+	st := Status{
+		Version:       d.version,
+		PID:           os.Getpid(),
+		Started:       d.started,
+		UptimeSeconds: now.Sub(d.started).Seconds(),
+		Mode:          d.cfg.Mode.String(),
+		Health:        StatusHealth{Healthy: d.Healthy()},
+		Protected:     StatusProtected{Filesystems: d.filesystems.Load()},
+		Pipeline: StatusPipeline{Workers: len(d.workers), BusyWorkers: d.busyWorkers(),
+			QueueDepth: len(d.queue), InFlight: d.inflight.Load()},
+		Latency:     latencyOf(&d.stats.Decision),
+		ScanLatency: latencyOf(&d.stats.Scan),
+		Counters:    d.stats.snapshot(),
+		Detections:  d.stats.recent.last(),
+	}
+	if !st.Health.Healthy {
+		st.Health.Reason = d.unhealthyReason()
+		if st.Health.Reason == "" {
+			st.Health.Reason = "the pipeline was not making progress a moment ago"
+		}
+	}
+	rs := d.rules.Load().rs
+	st.Rules = StatusRules{Count: rs.Count, Files: len(rs.Files), Generation: rs.Generation,
+		ShortGeneration: rs.ShortGeneration(), FromCache: rs.FromCache, LoadSeconds: rs.LoadTime.Seconds()}
+	if n, err := openFds(); err == nil {
+		st.Pipeline.OpenFds = n
+	}
+	cur := d.rateSample()
+	from, ok := d.rates.oldest()
+	if !ok || cur.at.Sub(from.at) < time.Second {
+		from = rateSample{at: d.started}
+	}
+	if w := cur.at.Sub(from.at).Seconds(); w > 0 {
+		st.Rates = StatusRates{WindowSeconds: w,
+			EventsPerSec:   float64(cur.events-from.events) / w,
+			ScansPerSec:    float64(cur.scans-from.scans) / w,
+			BytesPerSecond: float64(cur.bytes-from.bytes) / w}
+	}
+	hits, misses := d.stats.CacheHits.Load(), d.stats.CacheMisses.Load()
+	st.Cache = StatusCache{Hits: hits, Misses: misses, Entries: d.stats.CacheEntries.Load()}
+	if hits+misses > 0 {
+		st.Cache.HitRatio = float64(hits) / float64(hits+misses)
+	}
+	return st
+}
