@@ -98,6 +98,7 @@ type Daemon struct {
 	scans map[fan.FileID]*job
 
 	workers     []*worker
+	talkers     talkers
 	readerBusy  atomic.Int64 // when the reader began its current batch (Unix ns), 0 when idle
 	readerDone  atomic.Bool  // the reader returned
 	workersDone atomic.Bool  // the workers returned and d.detections is closed

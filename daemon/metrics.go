@@ -292,6 +292,15 @@ type Status struct {
 	Cache         StatusCache       `json:"cache"`
 	Counters      map[string]int64  `json:"counters"`
 	Detections    []RecentDetection `json:"last_detections"`
+	TopTalkers    StatusTalkers     `json:"top_talkers"`
+}
+
+// StatusTalkers are the executables and directories that caused the most
+// scan time in the last minutes.
+type StatusTalkers struct {
+	WindowMinutes int      `json:"window_minutes"`
+	Executables   []Talker `json:"executables"`
+	Directories   []Talker `json:"directories"`
 }
 
 type StatusHealth struct {
@@ -369,6 +378,7 @@ func (d *Daemon) status() Status {
 		ScanLatency: latencyOf(&d.stats.Scan),
 		Counters:    d.stats.snapshot(),
 		Detections:  d.stats.recent.last(),
+		TopTalkers:  d.topTalkers(),
 	}
 	if !st.Health.Healthy {
 		st.Health.Reason = d.unhealthyReason()
@@ -399,4 +409,9 @@ func (d *Daemon) status() Status {
 		st.Cache.HitRatio = float64(hits) / float64(hits+misses)
 	}
 	return st
+}
+
+func (d *Daemon) topTalkers() StatusTalkers {
+	exes, dirs := d.talkers.top(time.Now(), 5)
+	return StatusTalkers{WindowMinutes: talkerMinutes, Executables: exes, Directories: dirs}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -90,6 +91,7 @@ type outcome struct {
 	exe      string // the opener's executable, "" if unknown
 	uid      int64  // the opener's real uid, -1 if unknown
 	cmdline  []byte
+	scanTime time.Duration // in YARA, 0 if no scan ran
 	matches  []scanner.Match
 	verdict  policy.Verdict // the scan's verdict
 	late     bool           // the budget ran out first: on_timeout was the answer
@@ -141,6 +143,18 @@ func (w *worker) process(j *job) {
 		d.stats.Errors.Add(1)
 		d.log.Warn("cannot scan file, answered with on_error", zap.ByteString("path", []byte(o.path)),
 			zap.Int32("pid", o.pid), zap.Stringer("verdict", d.cfg.OnError), zap.Error(o.err))
+	}
+	if o.scanTime > 0 {
+		// Who makes the daemon work, for the status: after the answer.
+		exe := o.exe
+		if exe == "" {
+			if p, err := fan.ExePath(o.pid, w.path[:]); err == nil {
+				exe = string(p)
+			} else {
+				exe = "(exited)"
+			}
+		}
+		d.talkers.add(time.Now(), exe, filepath.Dir(o.path), o.scanTime)
 	}
 	if len(o.matches) == 0 {
 		return
@@ -255,7 +269,8 @@ func (w *worker) scan(j *job, rules *ruleSet, o *outcome) policy.Verdict {
 	vars := scanner.VarsFor(strings.TrimSuffix(o.path, " (deleted)"), data[:min(n, 64)], d.owner(j.info.UID))
 	w.scanning.Store(time.Now().UnixNano())
 	matches, err := w.scanner.Scan(data, vars)
-	d.stats.Scan.Record(time.Duration(time.Now().UnixNano() - w.scanning.Load()))
+	o.scanTime = time.Duration(time.Now().UnixNano() - w.scanning.Load())
+	d.stats.Scan.Record(o.scanTime)
 	w.scanning.Store(0)
 	d.stats.Scans.Add(1)
 	d.stats.BytesScanned.Add(uint64(n))

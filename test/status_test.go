@@ -44,6 +44,16 @@ func controlGet(t *testing.T, socket, path string) (int, []byte) {
 
 // statusDoc is the part of GET /status the tests check.
 type statusDoc struct {
+	TopTalkers struct {
+		Executables []struct {
+			Name  string `json:"name"`
+			Scans int64  `json:"scans"`
+		} `json:"executables"`
+		Directories []struct {
+			Name  string `json:"name"`
+			Scans int64  `json:"scans"`
+		} `json:"directories"`
+	} `json:"top_talkers"`
 	Version       string  `json:"version"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	Health        struct {
@@ -159,6 +169,12 @@ func TestStatusAndMetrics(t *testing.T) {
 		}
 		if s1.Latency.Count == 0 {
 			t.Error("decision latency: no count")
+		}
+		// This test binary opened every file: it tops the talkers.
+		self, _ := os.Executable()
+		if tt := s1.TopTalkers; len(tt.Executables) == 0 || tt.Executables[0].Name != self || tt.Executables[0].Scans < n ||
+			len(tt.Directories) == 0 || tt.Directories[0].Name != d.Dir {
+			t.Errorf("top talkers %+v, want %s with at least %d scans, in %s", tt, self, n, d.Dir)
 		}
 		if s1.ScanLatency.Count != uint64(s1.Counters["scans"]) {
 			t.Errorf("scan latency count %d, scans %v", s1.ScanLatency.Count, s1.Counters["scans"])

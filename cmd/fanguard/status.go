@@ -124,9 +124,9 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	if st.Rates.WindowSeconds >= 59 {
 		window = "last minute"
 	}
-	line("Events", "%d (%.1f/s %s), %d scans (%.1f/s, %s/s), %d detections, %d timed out, %d overloaded, %d errors",
+	line("Events", "%d (%.1f/s %s), %d scans (%.1f/s, %s/s), %s, %d timed out, %d overloaded, %s",
 		c["events"], st.Rates.EventsPerSec, window, c["scans"], st.Rates.ScansPerSec, bytesString(st.Rates.BytesPerSecond),
-		c["detections"], c["timed_out"], c["overloaded"], c["errors"])
+		plural(int(c["detections"]), "detection"), c["timed_out"], c["overloaded"], plural(int(c["errors"]), "error"))
 	line("Latency", "p50 %s, p99 %s, max %s (read to answer); scans p50 %s, p99 %s, max %s",
 		us(st.Latency.P50us), us(st.Latency.P99us), us(st.Latency.MaxUs),
 		us(st.ScanLatency.P50us), us(st.ScanLatency.P99us), us(st.ScanLatency.MaxUs))
@@ -141,6 +141,15 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	line("Uptime", "%s (since %s)", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second).String(),
 		st.Started.Local().Format("2006-01-02 15:04:05 MST"))
 	line("Version", "%s", st.Version)
+	if t := st.TopTalkers; len(t.Executables) > 0 {
+		fmt.Fprintf(&b, "\nTop talkers (scan time, last %d minutes):\n", t.WindowMinutes)
+		for _, e := range t.Executables {
+			fmt.Fprintf(&b, "  %8.3fs %6d scans  %s\n", e.ScanTimeSeconds, e.Scans, quotePath(e.Name))
+		}
+		for _, d := range t.Directories {
+			fmt.Fprintf(&b, "  %8.3fs %6d scans  in %s\n", d.ScanTimeSeconds, d.Scans, quotePath(d.Name))
+		}
+	}
 	if len(st.Detections) == 0 {
 		b.WriteString("\nNo detections since the start.\n")
 	} else {

@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"time"
+)
+
+// talkers counts, per executable and per directory, the scans and the scan
+// time of the last few minutes: the first question during a slow build is
+// which process makes the daemon work. Fed by the workers after their
+// answer, read by the status. Safe for concurrent use.
+type talkers struct {
+	mu    sync.Mutex // guards slots
+	slots [talkerMinutes]talkerSlot
+}
+
+// talkerMinutes is the window: one slot per minute.
+const talkerMinutes = 5
+
+// talkerKeys bounds the names one slot keeps per kind; beyond it, scans
+// count under talkerOther.
+const talkerKeys = 1024
+
+const talkerOther = "(other)"
+
+type talkerSlot struct {
+	minute int64
+	exe    map[string]*Talker
+	dir    map[string]*Talker
+}
+
+// Talker is one executable's or one directory's share of the work.
+type Talker struct {
+	Name            string  `json:"name"`
+	Scans           int64   `json:"scans"`
+	ScanTimeSeconds float64 `json:"scan_time_seconds"`
+}
+
+func (t *talkers) add(now time.Time, exe, dir string, took time.Duration) {
+	minute := now.Unix() / 60
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := &t.slots[minute%talkerMinutes]
+	if s.minute != minute || s.exe == nil {
+		*s = talkerSlot{minute: minute, exe: make(map[string]*Talker), dir: make(map[string]*Talker)}
+	}
+	count(s.exe, exe, took)
+	count(s.dir, dir, took)
+}
+
+func count(m map[string]*Talker, name string, took time.Duration) {
+	tl := m[name]
+	if tl == nil {
+		if len(m) >= talkerKeys {
+			name = talkerOther
+			tl = m[name]
+		}
+		if tl == nil {
+			tl = &Talker{Name: name}
+			m[name] = tl
+		}
+	}
+	tl.Scans++
+	tl.ScanTimeSeconds += took.Seconds()
+}
+
+// top returns the n executables and the n directories with the most scan
+// time over the window.
+func (t *talkers) top(now time.Time, n int) (exes, dirs []Talker) {
+	minute := now.Unix() / 60
+	sumExe, sumDir := map[string]*Talker{}, map[string]*Talker{}
+	t.mu.Lock()
+	for i := range t.slots {
+		s := &t.slots[i]
+		if s.exe == nil || minute-s.minute >= talkerMinutes {
+			continue
+		}
+		merge(sumExe, s.exe)
+		merge(sumDir, s.dir)
+	}
+	t.mu.Unlock()
+	return topOf(sumExe, n), topOf(sumDir, n)
+}
+
+func merge(dst, src map[string]*Talker) {
+	for name, tl := range src {
+		d := dst[name]
+		if d == nil {
+			d = &Talker{Name: name}
+			dst[name] = d
+		}
+		d.Scans += tl.Scans
+		d.ScanTimeSeconds += tl.ScanTimeSeconds
+	}
+}
+
+func topOf(m map[string]*Talker, n int) []Talker {
+	out := make([]Talker, 0, len(m))
+	for _, tl := range m {
+		out = append(out, *tl)
+	}
+	slices.SortFunc(out, func(a, b Talker) int {
+		if c := cmp.Compare(b.ScanTimeSeconds, a.ScanTimeSeconds); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Scans, a.Scans); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	return out[:min(n, len(out))]
+}
