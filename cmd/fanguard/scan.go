@@ -17,7 +17,7 @@ import (
 
 func newScanCommand() *cobra.Command {
 	var flags configFlags
-	var asJSON bool
+	var asJSON, noProgress bool
 	cmd := &cobra.Command{
 		Use:   "scan [--json] PATH...",
 		Short: "Scan files and directories on demand with the daemon's rules",
@@ -28,16 +28,21 @@ are not regular are skipped.
 
 Output: one line per detection ("PATH: RULE (RULE_FILE)"), or with --json one
 JSON object per detection. Errors and a summary go to standard error.
+When standard error is a terminal, a progress bar is shown there while
+scanning (files, bytes, rate, detections, time left once the paths have been
+counted); --no-progress turns it off. Nothing is added when standard error
+is not a terminal.
 
 Exit status: 0 nothing found, 1 at least one detection, 2 an error and no
 detection (a file could not be read, or the rules could not be loaded).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runScan(&flags, cmd.Flags().Changed("config"), asJSON, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return runScan(&flags, cmd.Flags().Changed("config"), asJSON, !noProgress, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	flags.register(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per detection")
+	cmd.Flags().BoolVar(&noProgress, "no-progress", false, "show no progress bar, even on a terminal")
 	return cmd
 }
 
@@ -60,7 +65,7 @@ type stringJSON struct {
 	Data   string `json:"data"` // Go-quoted: non-printable bytes escaped
 }
 
-func runScan(flags *configFlags, explicit, asJSON bool, paths []string, stdout, stderr io.Writer) error {
+func runScan(flags *configFlags, explicit, asJSON, showProgress bool, paths []string, stdout, stderr io.Writer) error {
 	cfg, err := flags.load(explicit)
 	if err != nil {
 		return exitError{code: 2, err: err}
@@ -78,6 +83,14 @@ func runScan(flags *configFlags, explicit, asJSON bool, paths []string, stdout, 
 
 	var files, detections, errs, skipped int
 	enc := json.NewEncoder(stdout)
+	var bar *progress // nil: no bar
+	if showProgress {
+		maxSize := cfg.MaxFileSize
+		if maxSize <= 0 {
+			maxSize = scanner.DefaultMaxFileSize
+		}
+		bar = newProgress(stderr, paths, maxSize)
+	}
 	err = rules.ScanPaths(ctx, paths, scanner.PathOptions{
 		Workers:     cfg.Workers,
 		MaxFileSize: cfg.MaxFileSize,
@@ -92,27 +105,35 @@ func runScan(flags *configFlags, explicit, asJSON bool, paths []string, stdout, 
 		switch {
 		case r.Err != nil:
 			errs++
-			fmt.Fprintf(stderr, "fanguard: %s: %v\n", strconv.Quote(r.Path), r.Err)
+			bar.add(r.Size, 0)
+			bar.print(func() { fmt.Fprintf(stderr, "fanguard: %s: %v\n", strconv.Quote(r.Path), r.Err) })
 			return
 		case r.Skipped != "":
 			skipped++
 			return
 		}
 		files++
-		for _, m := range r.Matches {
-			detections++
-			if !asJSON {
-				fmt.Fprintf(stdout, "%s: %s (%s)\n", quotePath(r.Path), m.Rule, m.File)
-				continue
-			}
-			dj := detectionJSON{Path: r.Path, Size: r.Size, Rule: m.Rule, Namespace: m.Namespace,
-				RuleFile: m.File, Tags: m.Tags, Meta: m.Meta, Action: m.Action.String()}
-			for _, s := range m.Strings {
-				dj.Strings = append(dj.Strings, stringJSON{ID: s.ID, Offset: s.Offset, Data: strconv.Quote(string(s.Data))})
-			}
-			enc.Encode(dj)
+		bar.add(r.Size, len(r.Matches))
+		if len(r.Matches) == 0 {
+			return
 		}
+		bar.print(func() {
+			for _, m := range r.Matches {
+				detections++
+				if !asJSON {
+					fmt.Fprintf(stdout, "%s: %s (%s)\n", quotePath(r.Path), m.Rule, m.File)
+					continue
+				}
+				dj := detectionJSON{Path: r.Path, Size: r.Size, Rule: m.Rule, Namespace: m.Namespace,
+					RuleFile: m.File, Tags: m.Tags, Meta: m.Meta, Action: m.Action.String()}
+				for _, s := range m.Strings {
+					dj.Strings = append(dj.Strings, stringJSON{ID: s.ID, Offset: s.Offset, Data: strconv.Quote(string(s.Data))})
+				}
+				enc.Encode(dj)
+			}
+		})
 	})
+	bar.stop()
 	fmt.Fprintf(stderr, "fanguard: scanned %d files, %d detections, %d skipped, %d errors\n", files, detections, skipped, errs)
 	switch {
 	case err != nil:
