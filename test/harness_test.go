@@ -6,10 +6,12 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,7 +61,63 @@ rule test_slow {
 `
 
 func TestMain(m *testing.M) {
+	if sock := os.Getenv("FANGUARD_TEST_GET_SOCKET"); sock != "" {
+		os.Exit(httpGet(sock, os.Getenv("FANGUARD_TEST_GET_PATH")))
+	}
 	os.Exit(buildAndRun(m))
+}
+
+// httpGet is what this test binary does when it is re-run (as another
+// user, see asNobody) to GET path on a control socket: it prints the HTTP
+// status code.
+func httpGet(sock, path string) int {
+	c := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	resp, err := c.Get("http://fanguard" + path)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	resp.Body.Close()
+	fmt.Print(resp.StatusCode)
+	return 0
+}
+
+// asNobody returns the command line prefix that runs a program as the
+// user nobody (setpriv), and lets nobody reach the daemon's control socket
+// and run the binaries, so that what refuses is the daemon's own check.
+// It skips without setpriv, and fails under CI.
+func asNobody(t *testing.T, d *daemon) []string {
+	t.Helper()
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		if testutil.InCI() {
+			t.Fatal("setpriv (util-linux) is needed to run as nobody")
+		}
+		t.Skip("no setpriv")
+	}
+	self, _ := os.Executable()
+	for _, p := range []string{filepath.Dir(d.Control), filepath.Dir(filepath.Dir(d.Control)),
+		binary, filepath.Dir(binary), self, filepath.Dir(self), filepath.Dir(filepath.Dir(self))} {
+		os.Chmod(p, 0o755)
+	}
+	return []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"}
+}
+
+// getAsNobody GETs path on the daemon's control socket as the user nobody
+// and returns the HTTP status code (or the error).
+func getAsNobody(t *testing.T, d *daemon, path string) string {
+	t.Helper()
+	self, _ := os.Executable()
+	prefix := asNobody(t, d)
+	cmd := exec.Command(prefix[0], append(prefix[1:], self)...)
+	cmd.Env = append(os.Environ(), "FANGUARD_TEST_GET_SOCKET="+d.Control, "FANGUARD_TEST_GET_PATH="+path)
+	out, _ := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out))
 }
 
 func buildAndRun(m *testing.M) int {

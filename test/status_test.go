@@ -16,8 +16,6 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-
-	"github.com/fanguard/fanguard/internal/testutil"
 )
 
 // controlGet sends GET path to the control socket and returns the status
@@ -306,35 +304,16 @@ func TestStatusAndMetrics(t *testing.T) {
 	})
 
 	t.Run("nobody", func(t *testing.T) {
-		setpriv, err := exec.LookPath("setpriv")
-		if err != nil {
-			if testutil.InCI() {
-				t.Fatal("setpriv (util-linux) is needed to run as nobody")
-			}
-			t.Skip("no setpriv")
-		}
-		// Let nobody reach the socket: the daemon's peer check is what
-		// refuses.
-		os.Chmod(filepath.Dir(d.Control), 0o755)
-		os.Chmod(filepath.Dir(filepath.Dir(d.Control)), 0o755)
-		os.Chmod(binary, 0o755)
-		os.Chmod(filepath.Dir(binary), 0o755)
-		os.Chmod(d.Control, 0o666)
+		nobody := asNobody(t, d)
+		os.Chmod(d.Control, 0o666) // the daemon's peer check is what refuses
 		defer os.Chmod(d.Control, 0o600)
-		nobody := []string{"--reuid=65534", "--regid=65534", "--clear-groups"}
-		out, err := exec.Command(setpriv, append(nobody, binary, "status", "--socket", d.Control)...).CombinedOutput()
+		out, err := exec.Command(nobody[0], append(nobody[1:], binary, "status", "--socket", d.Control)...).CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "root only") {
 			t.Errorf("fanguard status as nobody: %v, %s; want exit 1 and a refusal", err, out)
 		}
-		curl, err := exec.LookPath("curl")
-		if err != nil {
-			t.Skip("no curl to GET /metrics as nobody")
-		}
 		for _, path := range []string{"/metrics", "/status"} {
-			out, err := exec.Command(setpriv, append(nobody, curl, "-s", "-o", "/dev/null", "-w", "%{http_code}",
-				"--unix-socket", d.Control, "http://fanguard"+path)...).Output()
-			if err != nil || string(out) != "403" {
-				t.Errorf("GET %s as nobody: %v, HTTP %s; want 403", path, err, out)
+			if code := getAsNobody(t, d, path); code != "403" {
+				t.Errorf("GET %s as nobody: %s, want 403", path, code)
 			}
 		}
 	})

@@ -27,12 +27,9 @@ with the old rules; no open waits for the compile. Talks to the daemon over
 its control socket ([control] socket, root only). Exit 3: no daemon running.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if socket == "" {
-				cfg, err := flags.load(cmd.Flags().Changed("config"))
-				if err != nil {
-					return exitError{code: 2, err: err}
-				}
-				socket = cfg.Control.Socket
+			socket, err := controlSocket(cmd, &flags, socket)
+			if err != nil {
+				return err
 			}
 			return runReload(cmd.Context(), socket, cmd.OutOrStdout())
 		},
@@ -40,6 +37,19 @@ its control socket ([control] socket, root only). Exit 3: no daemon running.`,
 	flags.register(cmd.Flags())
 	cmd.Flags().StringVar(&socket, "socket", "", "control socket, instead of [control] socket of the configuration")
 	return cmd
+}
+
+// controlSocket is the control socket named by --socket, or else by the
+// configuration.
+func controlSocket(cmd *cobra.Command, flags *configFlags, socket string) (string, error) {
+	if socket != "" {
+		return socket, nil
+	}
+	cfg, err := flags.load(cmd.Flags().Changed("config"))
+	if err != nil {
+		return "", exitError{code: 2, err: err}
+	}
+	return cfg.Control.Socket, nil
 }
 
 // controlClient talks HTTP to the daemon's control socket.

@@ -35,12 +35,9 @@ first line says why), or the status could not be read; 3: no daemon is
 running (nothing listens on the socket).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if socket == "" {
-				cfg, err := flags.load(cmd.Flags().Changed("config"))
-				if err != nil {
-					return exitError{code: 2, err: err}
-				}
-				socket = cfg.Control.Socket
+			socket, err := controlSocket(cmd, &flags, socket)
+			if err != nil {
+				return err
 			}
 			return runStatus(cmd.Context(), socket, asJSON, cmd.OutOrStdout())
 		},
