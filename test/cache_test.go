@@ -43,7 +43,8 @@ func TestSecondOpenNotScanned(t *testing.T) {
 	if err := read(t, path); err != nil {
 		t.Fatal(err)
 	}
-	c1 := d.counters()
+	// The mark is added just after the answer.
+	c1 := d.waitCounter("kernel_marks_added", c0["kernel_marks_added"]+1)
 	for i := range 10 {
 		if err := read(t, path); err != nil {
 			t.Fatalf("open %d: %v", i, err)
@@ -169,9 +170,13 @@ func TestDetectedFileOpened100Times(t *testing.T) {
 			t.Fatalf("open %d: %v, want EPERM", i, err)
 		}
 	}
+	// The answer goes out before the verdict is cached: the next open may
+	// come while the scan is still being wrapped up, and wait for its
+	// verdict instead of finding it in the cache. Either way, no rescan.
 	dl := delta(c, d.counters())
-	if dl["scans"] != 1 || dl["events"] != 100 || dl["cached_denials"] != 99 {
-		t.Errorf("100 opens: %v scans, %v events, %v cached denials; want 1, 100, 99", dl["scans"], dl["events"], dl["cached_denials"])
+	if dl["scans"] != 1 || dl["events"] != 100 || dl["cached_denials"]+dl["dedup_waits"] != 99 {
+		t.Errorf("100 opens: %v scans, %v events, %v cached denials + %v waits; want 1, 100, 99",
+			dl["scans"], dl["events"], dl["cached_denials"], dl["dedup_waits"])
 	}
 }
 
@@ -300,10 +305,12 @@ func TestOpenForWriteAnsweredByDaemonCache(t *testing.T) {
 			t.Errorf("open %d of the clean file: %v", i, err)
 		}
 	}
+	// An open that comes while the first scan is being wrapped up waits for
+	// its verdict instead of hitting the cache.
 	dl := delta(c, d.counters())
-	if dl["events"] != 3 || dl["scans"] > 1 || dl["cache_hits"] < 2 {
-		t.Errorf("3 opens of a file held open for write: %v events, %v scans, %v cache hits; want 3 events (no kernel cache), at most 1 scan, 2 hits",
-			dl["events"], dl["scans"], dl["cache_hits"])
+	if dl["events"] != 3 || dl["scans"] > 1 || dl["cache_hits"]+dl["dedup_waits"] < 2 {
+		t.Errorf("3 opens of a file held open for write: %v events, %v scans, %v cache hits, %v waits; want 3 events (no kernel cache), at most 1 scan",
+			dl["events"], dl["scans"], dl["cache_hits"], dl["dedup_waits"])
 	}
 
 	io.WriteString(stdin, "go\n")
