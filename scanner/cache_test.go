@@ -305,20 +305,7 @@ func cacheFiles(t testing.TB, dir string) []string {
 // TestReversingLabsCache measures loading the ReversingLabs set: compiling
 // (without and with writing the cache) and reading it from the cache.
 func TestReversingLabsCache(t *testing.T) {
-	root := reversingLabsDir()
-	if root == "" {
-		t.Skip("ReversingLabs rules not found")
-	}
-	des, err := os.ReadDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dirs []string
-	for _, de := range des {
-		if de.IsDir() {
-			dirs = append(dirs, filepath.Join(root, de.Name()))
-		}
-	}
+	dirs := reversingLabsDirs(t)
 	cache := filepath.Join(t.TempDir(), "cache")
 	const runs = 3
 	var compileOnly, cold, warm []time.Duration

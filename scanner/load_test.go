@@ -293,9 +293,10 @@ func reversingLabsDir() string {
 	return ""
 }
 
-// TestReversingLabsRules loads the ReversingLabs rule set, whose files sit
-// in category subdirectories: each is passed as a rule directory.
-func TestReversingLabsRules(t *testing.T) {
+// reversingLabsDirs returns the category directories of the ReversingLabs
+// set, each a rule directory, or skips the test when the set is absent.
+func reversingLabsDirs(t *testing.T) []string {
+	t.Helper()
 	root := reversingLabsDir()
 	if root == "" {
 		t.Skip("ReversingLabs rules not found")
@@ -310,6 +311,13 @@ func TestReversingLabsRules(t *testing.T) {
 			dirs = append(dirs, filepath.Join(root, de.Name()))
 		}
 	}
+	return dirs
+}
+
+// TestReversingLabsRules loads the ReversingLabs rule set, whose files sit
+// in category subdirectories: each is passed as a rule directory.
+func TestReversingLabsRules(t *testing.T) {
+	dirs := reversingLabsDirs(t)
 	start := time.Now()
 	rs := mustLoad(t, dirs...)
 	took := time.Since(start)
