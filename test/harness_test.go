@@ -148,7 +148,7 @@ type daemon struct {
 	Pid      int
 	Dir      string // the protected tmpfs
 	RulesDir string // the tests' own rule directory (test.yar), loaded after configs/rules.d
-	exit     chan error
+	exit     chan error // the running process's exit
 
 	Control string // the control socket
 	Config  string // the configuration file
@@ -158,6 +158,9 @@ type daemon struct {
 	log   bytes.Buffer
 	notes []notification
 	logc  chan struct{} // signalled on every new log line
+
+	notifySock string  // the NOTIFY_SOCKET the tests listen on
+	opts       options // what launch needs again on restart
 }
 
 // options for startDaemon.
@@ -172,6 +175,9 @@ type options struct {
 	// quarantine holds keys of the [quarantine] table (db and vault are the
 	// test's own); default: action = "deny".
 	quarantine string
+	// cgroupProcs, if set, is the cgroup.procs file (v1 or v2) of the
+	// cgroup to start the daemon in.
+	cgroupProcs string
 }
 
 // startDaemon mounts a tmpfs, writes a config that protects only it, runs
@@ -217,12 +223,36 @@ func startDaemon(t *testing.T, o options) *daemon {
 	t.Cleanup(func() { ln.Close() })
 
 	d := &daemon{t: t, Dir: dir, RulesDir: rules, Control: control, Config: cfgPath, Work: work,
-		exit: make(chan error, 1), logc: make(chan struct{}, 1)}
-	d.cmd = exec.Command(binary, "daemon", "--config", cfgPath)
-	if o.nofile > 0 {
-		d.cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" daemon --config "$1"`, o.nofile), binary, cfgPath)
+		notifySock: sock, opts: o, logc: make(chan struct{}, 1)}
+	go d.listen(ln)
+	t.Cleanup(func() {
+		d.kill() // frees the machine whatever happened
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.Log())
+		}
+	})
+	d.launch()
+	return d
+}
+
+// launch runs the daemon process on d's configuration and waits for its
+// READY=1.
+func (d *daemon) launch() {
+	t, o := d.t, d.opts
+	t.Helper()
+	d.cmd = exec.Command(binary, "daemon", "--config", d.Config)
+	if o.nofile > 0 || o.cgroupProcs != "" {
+		// The shell sets the limits and joins the cgroup, then becomes the daemon.
+		script := `exec "$0" daemon --config "$1"`
+		if o.nofile > 0 {
+			script = fmt.Sprintf("ulimit -n %d && %s", o.nofile, script)
+		}
+		if o.cgroupProcs != "" {
+			script = `echo $$ > "$2" && ` + script
+		}
+		d.cmd = exec.Command("/bin/sh", "-c", script, binary, d.Config, o.cgroupProcs)
 	}
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.notifySock)
 	if o.watchdog > 0 {
 		d.cmd.Env = append(d.cmd.Env, fmt.Sprintf("WATCHDOG_USEC=%d", o.watchdog.Microseconds()))
 	}
@@ -230,36 +260,48 @@ func startDaemon(t *testing.T, o options) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.exit = make(chan error, 1)
+	readyBefore := len(d.notifications())
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	d.Pid = d.cmd.Process.Pid
-	go d.collect(stderr)
-	t.Cleanup(func() {
-		d.cmd.Process.Kill() // frees the machine whatever happened
-		<-d.exit
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.Log())
-		}
-	})
+	go d.collect(d.cmd, d.exit, stderr)
 
-	go d.listen(ln)
 	wait := o.startWait
 	if wait == 0 {
 		wait = 60 * time.Second
 	}
 	deadline := time.After(wait)
-	for !d.notified("READY=1") {
+	for !d.notifiedSince(readyBefore, "READY=1") {
 		select {
 		case err := <-d.exit:
 			d.exit <- err
 			t.Fatalf("daemon exited before READY=1: %v\n%s", err, d.Log())
 		case <-deadline:
 			t.Fatalf("no READY=1 within %v; log:\n%s", wait, d.Log())
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	return d
+}
+
+// kill sends SIGKILL to the daemon process and waits for it to be reaped.
+// The kernel allows every open still waiting for its answer.
+func (d *daemon) kill() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	d.cmd.Process.Kill()
+	err := <-d.exit
+	d.exit <- err
+}
+
+// restart SIGKILLs the daemon if it still runs, then starts it again on
+// the same configuration, database, vault and rules, and waits for READY=1.
+func (d *daemon) restart() {
+	d.t.Helper()
+	d.kill()
+	d.launch()
 }
 
 // notification is one sd_notify datagram the daemon sent.
@@ -291,15 +333,20 @@ func (d *daemon) notifications() []notification {
 
 // notified reports whether a datagram contained msg.
 func (d *daemon) notified(msg string) bool {
-	for _, n := range d.notifications() {
-		if strings.Contains(n.msg, msg) {
+	return d.notifiedSince(0, msg)
+}
+
+// notifiedSince reports whether a datagram after the first n contained msg.
+func (d *daemon) notifiedSince(n int, msg string) bool {
+	for _, note := range d.notifications()[n:] {
+		if strings.Contains(note.msg, msg) {
 			return true
 		}
 	}
 	return false
 }
 
-func (d *daemon) collect(r io.Reader) {
+func (d *daemon) collect(cmd *exec.Cmd, exit chan<- error, r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -312,7 +359,7 @@ func (d *daemon) collect(r io.Reader) {
 		default:
 		}
 	}
-	d.exit <- d.cmd.Wait()
+	exit <- cmd.Wait()
 }
 
 // Log returns everything the daemon logged so far.
