@@ -146,8 +146,8 @@ type daemon struct {
 	t        *testing.T
 	cmd      *exec.Cmd
 	Pid      int
-	Dir      string // the protected tmpfs
-	RulesDir string // the tests' own rule directory (test.yar), loaded after configs/rules.d
+	Dir      string     // the protected tmpfs
+	RulesDir string     // the tests' own rule directory (test.yar), loaded after configs/rules.d
 	exit     chan error // the running process's exit
 
 	Control string // the control socket
