@@ -44,7 +44,7 @@ func daemonActor() Actor { return Actor{UID: uint32(os.Geteuid()), Name: "fangua
 //
 //  1. the record goes to StateQuarantining (committed): "after-record";
 //  2. the file is opened by path (O_NOFOLLOW, no symbolic link on the way)
-//     and must still be inode dev/ino;
+//     and must still be inode dev/ino, of the size that was scanned;
 //  3. its content is copied into the vault, checked against the record's
 //     sha256 and fsynced: "after-vault-write", "after-vault-rename";
 //  4. the record gets the vault name (committed): "after-state";
@@ -68,7 +68,7 @@ func (m *Mover) Quarantine(ctx context.Context, id int64, path []byte, dev, ino 
 		return fmt.Errorf("quarantining: %w", err)
 	}
 	m.fault("after-record")
-	return m.move(ctx, id, r.SHA256, path, dev, ino)
+	return m.move(ctx, id, r.SHA256, r.Size, path, dev, ino)
 }
 
 // detected is a file opened for a move: its directory and itself.
@@ -130,13 +130,22 @@ func (d *detected) unchanged() (bool, error) {
 	return st.Size == d.st.Size && st.Mtim == d.st.Mtim && st.Ctim == d.st.Ctim, nil
 }
 
-// move does steps 2 to 6 of Quarantine for a record in StateQuarantining.
-func (m *Mover) move(ctx context.Context, id int64, sum string, path []byte, dev, ino uint64) error {
+// move does steps 2 to 6 of Quarantine for a record in StateQuarantining
+// whose scanned content was size bytes with sha256 sum.
+func (m *Mover) move(ctx context.Context, id int64, sum string, size int64, path []byte, dev, ino uint64) error {
 	d, err := openDetected(path, dev, ino)
 	if err != nil {
 		return m.giveUp(ctx, id, "", sum, err)
 	}
 	defer d.close()
+	// Copy no more than was scanned: its owner may have grown the file
+	// since, through a descriptor kept open for writing, up to a sparse
+	// terabyte that would fill the vault's disk and hold up every
+	// detection queued behind this one.
+	if d.st.Size != size {
+		return m.giveUp(ctx, id, "", sum, fmt.Errorf("%s is now %d bytes, not the %d bytes scanned: %w",
+			strconv.Quote(string(path)), d.st.Size, size, ErrChanged))
+	}
 
 	// Hold the vault's shared lock from the copy until the record names it,
 	// so that no remover takes the file away in between.
@@ -144,7 +153,7 @@ func (m *Mover) move(ctx context.Context, id int64, sum string, path []byte, dev
 	if err != nil {
 		return m.giveUp(ctx, id, "", sum, err)
 	}
-	name, err := m.Vault.put(d.f, sum, m.Fault)
+	name, err := m.Vault.put(d.f, size+1, sum, m.Fault) // a byte more tells growth during the copy
 	if err == nil {
 		err = m.Store.SetState(ctx, id, StateQuarantining, name)
 	}
@@ -298,7 +307,7 @@ func (m *Mover) recoverOne(ctx context.Context, r *Record) error {
 		if err := m.Store.AddEvent(ctx, r.ID, ev); err != nil {
 			return err
 		}
-		return m.move(ctx, r.ID, r.SHA256, r.Path, r.Dev, r.Ino)
+		return m.move(ctx, r.ID, r.SHA256, r.Size, r.Path, r.Dev, r.Ino)
 	case inVault:
 		return m.done(ctx, r.ID, name, "completed by recovery after an interruption: the content is in the vault, the original gone from its path")
 	default:

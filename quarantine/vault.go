@@ -128,12 +128,12 @@ func (v *Vault) Dir() string { return v.dir }
 // same bytes. If what was read does not have the given sha256, nothing is
 // kept and the error wraps ErrChanged.
 func (v *Vault) Put(src *os.File, sha256 string) (name string, err error) {
-	return v.put(src, sha256, nil)
+	return v.put(src, math.MaxInt64, sha256, nil)
 }
 
-// put is Put with a fault seam: fault is called with "after-vault-write"
-// and "after-vault-rename".
-func (v *Vault) put(src *os.File, sum string, fault func(string)) (name string, err error) {
+// put is Put reading at most limit bytes of src, with a fault seam: fault
+// is called with "after-vault-write" and "after-vault-rename".
+func (v *Vault) put(src *os.File, limit int64, sum string, fault func(string)) (name string, err error) {
 	if !validSHA256(sum) {
 		return "", fmt.Errorf("putting %q into the vault: not a lower-case hex sha256", sum)
 	}
@@ -154,7 +154,7 @@ func (v *Vault) put(src *os.File, sum string, fault func(string)) (name string, 
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
 	var off int64
-	r := io.NewSectionReader(src, 0, math.MaxInt64)
+	r := io.NewSectionReader(src, 0, limit)
 	for {
 		n, rerr := r.Read(buf)
 		if n > 0 {
