@@ -135,8 +135,13 @@ func (c *verdictCache) store(e cacheEntry) {
 	}
 }
 
-// remove drops what is cached for id and reports whether there was any.
-func (c *verdictCache) remove(id fan.FileID) bool {
+// forget drops what is cached for id after a writer closed it, except a
+// detection whose file still has the stamp it was scanned at. A clean
+// verdict always goes: a write through a shared mapping changes content
+// without moving the stamp. A detection is kept, erring on the side of
+// denial, so that a writer's close seen after the detection does not make
+// the next open scan and record the same content again.
+func (c *verdictCache) forget(id fan.FileID, now fan.Stamp) bool {
 	if c == nil {
 		return false
 	}
@@ -144,7 +149,7 @@ func (c *verdictCache) remove(id fan.FileID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, ok := s.index[id]
-	if !ok {
+	if !ok || s.entries[i].det != nil && s.entries[i].stamp == now {
 		return false
 	}
 	last := len(s.entries) - 1

@@ -43,14 +43,14 @@ func TestCacheLookup(t *testing.T) {
 			}
 		})
 	}
-	if !c.remove(fan.FileID{Dev: 1, Ino: 1}) || c.remove(fan.FileID{Dev: 1, Ino: 1}) {
-		t.Error("remove: want true, then false")
+	if !c.forget(fan.FileID{Dev: 1, Ino: 1}, fan.Stamp{CtimeNs: 1, Size: 1}) || c.forget(fan.FileID{Dev: 1, Ino: 1}, fan.Stamp{}) {
+		t.Error("forget: want true, then false")
 	}
 	if _, _, ok := c.lookup(fan.FileID{Dev: 1, Ino: 1}, fan.Stamp{CtimeNs: 1, Size: 1}, 1); ok {
-		t.Error("removed entry still found")
+		t.Error("forgotten entry still found")
 	}
 	if _, _, ok := c.lookup(fan.FileID{Dev: 1, Ino: 2}, fan.Stamp{CtimeNs: 2, Size: 1}, 1); !ok {
-		t.Error("remove of one entry lost another")
+		t.Error("forgetting one entry lost another")
 	}
 	c.clear()
 	if st.CacheEntries.Load() != 0 {
@@ -60,6 +60,48 @@ func TestCacheLookup(t *testing.T) {
 	nilCache.store(entry(1, policy.Allow))
 	if _, _, ok := nilCache.lookup(fan.FileID{Dev: 1, Ino: 1}, fan.Stamp{CtimeNs: 1, Size: 1}, 1); ok {
 		t.Error("the nil cache (cache.entries = 0) found something")
+	}
+}
+
+// TestCacheForget: a writer's close drops a clean verdict whatever the
+// stamp (a shared mapping writes without moving it), and a detection only
+// when the stamp moved.
+func TestCacheForget(t *testing.T) {
+	det := &detection{rule: "r", ruleFile: "f.yar"}
+	same := fan.Stamp{CtimeNs: 5, Size: 1}
+	tests := []struct {
+		name     string
+		det      *detection
+		now      fan.Stamp
+		wantGone bool
+	}{
+		{"clean, same stamp", nil, same, true},
+		{"clean, stamp moved", nil, fan.Stamp{CtimeNs: 6, Size: 1}, true},
+		{"detected, same stamp", det, same, false},
+		{"detected, ctime moved", det, fan.Stamp{CtimeNs: 6, Size: 1}, true},
+		{"detected, size changed", det, fan.Stamp{CtimeNs: 5, Size: 2}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var st Stats
+			c := newVerdictCache(100, &st)
+			e := entry(5, policy.Deny)
+			e.det = tt.det
+			c.store(e)
+			if gone := c.forget(e.id, tt.now); gone != tt.wantGone {
+				t.Errorf("forget = %v, want %v", gone, tt.wantGone)
+			}
+			if _, _, ok := c.lookup(e.id, same, 1); ok == tt.wantGone {
+				t.Errorf("entry found after forget: %v, want %v", ok, !tt.wantGone)
+			}
+			want := int64(1)
+			if tt.wantGone {
+				want = 0
+			}
+			if got := st.CacheEntries.Load(); got != want {
+				t.Errorf("entries = %d, want %d", got, want)
+			}
+		})
 	}
 }
 

@@ -280,6 +280,14 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	d.log.Info("rules reloaded", zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)),
 		zap.Int("broken", len(rs.Broken)), zap.String("generation", rs.ShortGeneration()),
 		zap.Bool("unchanged", unchanged), zap.Bool("from_cache", rs.FromCache), zap.Duration("took", res.Took))
+	// A rule set holds megabytes of libyara memory (some 9 MB for the
+	// shipped rules) that only its finalizer frees, while a load grows
+	// the Go heap by kilobytes: the collector may not run for many
+	// reloads, and every set replaced (or loaded unchanged) stays in
+	// memory until it does — TestSoak saw 25 MiB more RSS per minute
+	// with a reload every 3 s. Collect now: the sets no worker scans
+	// with any more are freed.
+	runtime.GC()
 	d.updateStatus()
 	return res, nil
 }
@@ -768,7 +776,7 @@ func (d *Daemon) invalidate(fd int32) {
 		l.dirty = true // its verdict may be for content older than this write
 	}
 	d.scansMu.Unlock()
-	d.cache.remove(fi.ID)
+	d.cache.forget(fi.ID, fi.Stamp)
 	if d.kern.Unignore(fd) == nil {
 		d.stats.KernelUnmarks.Add(1)
 	}

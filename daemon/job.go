@@ -52,14 +52,28 @@ func (j *job) start(ev fan.Event, fi fan.FileInfo, read time.Time) {
 // answer sends v unless the event was answered already, and reports
 // whether it did.
 func (j *job) answer(v policy.Verdict) bool {
+	ok, _ := j.answerMarked(v, false)
+	return ok
+}
+
+// answerMarked is answer that, if mark, first adds the kernel's ignore
+// mark on the file, while the opener is still held: released, a writer
+// could change the file and close it before the mark, which the kernel
+// would then accept for content never scanned (its change came first, so
+// it does not clear the mark). When the deadline answered first, no mark
+// is added. It reports whether it answered and whether the mark was added.
+func (j *job) answerMarked(v policy.Verdict, mark bool) (answered, marked bool) {
 	if !j.answered.CompareAndSwap(false, true) {
-		return false
+		return false, false
+	}
+	if mark {
+		marked = j.d.kern.Ignore(j.fd) == nil
 	}
 	if err := j.d.kern.Respond(j.fd, v == policy.Allow); err != nil {
 		j.d.stats.AnswerErrors.Add(1)
 	}
 	j.d.stats.Decision.Record(time.Since(j.read))
-	return true
+	return true, marked
 }
 
 // expire runs on the timer's goroutine when the budget is spent.

@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"io"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // LogSink is an asynchronous, bounded zapcore.WriteSyncer. Write copies the
@@ -12,6 +15,10 @@ import (
 // counted: a log sink (journald, a pipe, a terminal) may itself be waiting
 // on an open that this daemon holds, and the event path must never wait for
 // it (design §1, rule 2).
+//
+// It also escapes, in each entry, the runes that a terminal or a log viewer
+// would act on and that zap's encoders leave raw (see appendPrintable): a
+// file name is the attacker's to choose.
 //
 // LogSink is safe for concurrent use.
 type LogSink struct {
@@ -47,8 +54,8 @@ func (s *LogSink) run() {
 	}
 }
 
-// Write queues a copy of p. It never blocks; a full queue, or a closed
-// sink, drops p.
+// Write queues a copy of p, escaped by appendPrintable. It never blocks;
+// a full queue, or a closed sink, drops p.
 func (s *LogSink) Write(p []byte) (int, error) {
 	if s.closed.Load() {
 		s.dropped.Add(1)
@@ -58,7 +65,7 @@ func (s *LogSink) Write(p []byte) (int, error) {
 	if b == nil {
 		b = new([]byte)
 	}
-	*b = append((*b)[:0], p...)
+	*b = appendPrintable((*b)[:0], p)
 	select {
 	case s.queue <- b:
 	default:
@@ -82,4 +89,39 @@ func (s *LogSink) Close() error {
 	})
 	<-s.done
 	return nil
+}
+
+// appendPrintable appends p to b, with each rune that strconv does not
+// call printable (but tab and newline) written as a JSON escape such as
+// \u007f (a surrogate pair above U+FFFF), and each byte that is not UTF-8
+// as \ufffd. zap's JSON fields escape the C0 controls and invalid UTF-8
+// but leave DEL, the C1 controls (U+009B is CSI to some terminals),
+// bidirectional overrides and line separators raw. Within a JSON string
+// the escape stands for the same rune: the fields decode as before.
+func appendPrintable(b, p []byte) []byte {
+	const hex = "0123456789abcdef"
+	esc := func(b []byte, r rune) []byte {
+		return append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+	}
+	for len(p) > 0 {
+		if c := p[0]; c >= 0x20 && c < 0x7f || c == '\t' || c == '\n' {
+			b = append(b, c)
+			p = p[1:]
+			continue
+		}
+		r, n := utf8.DecodeRune(p)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b = esc(b, utf8.RuneError)
+		case strconv.IsPrint(r):
+			b = append(b, p[:n]...)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			b = esc(esc(b, r1), r2)
+		default:
+			b = esc(b, r)
+		}
+		p = p[n:]
+	}
+	return b
 }

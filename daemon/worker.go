@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,7 +22,9 @@ import (
 
 // A worker takes jobs off the queue and scans them with its own YARA
 // scanner, made for the rules in force. It owns its read buffer, which
-// grows to the largest file it has scanned (at most max_file_size).
+// grows to the largest file it has scanned up to keptBuffer; a larger one
+// is let go after its scan, so that a few huge files (any user can make a
+// sparse one of max_file_size) do not pin workers × max_file_size.
 type worker struct {
 	d        *Daemon
 	scanning atomic.Int64 // when the current scan began (Unix ns), 0 between scans: for Healthy
@@ -29,6 +33,9 @@ type worker struct {
 	buf      []byte
 	path     [4096]byte
 }
+
+// keptBuffer is the largest read buffer a worker keeps between scans.
+const keptBuffer = 4 << 20
 
 func (w *worker) run() {
 	defer func() {
@@ -124,20 +131,20 @@ func (w *worker) process(j *job) {
 		o.cmdline, _ = fan.ProcCmdline(o.pid)
 	}
 	o.verdict = v
-	o.late = !j.answer(v)
+	cacheable := o.err == nil && o.complete
+	ours, kernelCached := j.answerMarked(v, cacheable && len(o.matches) == 0)
+	o.late = !ours
+	if kernelCached {
+		d.stats.KernelMarks.Add(1)
+	}
 	// The event is answered. What follows: the caches, the followers,
 	// then logging.
-	cacheable := o.err == nil && o.complete
-	kernelCached := false
-	if cacheable && len(o.matches) == 0 {
-		kernelCached = d.kern.Ignore(j.fd) == nil
-		if kernelCached {
-			d.stats.KernelMarks.Add(1)
-		}
-	}
 	info := j.info
 	w.endScan(j, rules, v, &o, cacheable, kernelCached)
 	j.done()
+	if cap(w.buf) > keptBuffer {
+		w.buf = nil
+	}
 
 	if o.err != nil {
 		d.stats.Errors.Add(1)
@@ -176,7 +183,7 @@ func (w *worker) process(j *job) {
 		Matches:         o.matches,
 		SHA256:          o.sha256,
 		Size:            int64(o.n),
-		Path:            []byte(strings.TrimSuffix(o.path, " (deleted)")),
+		Path:            detectionPath(o.path, info.ID),
 		File:            info,
 		PID:             o.pid,
 		Exe:             o.exe,
@@ -197,12 +204,20 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 		fi, err := d.kern.Stat(j.fd)
 		valid = valid && err == nil && fi.Stamp == j.info.Stamp
 	}
+	// A detection holds for content whose stamp has not moved, even if a
+	// writer's close came during the scan (the close may be of the write
+	// the scan read; see verdictCache.forget).
+	stillDetected := false
+	if cacheable && len(o.matches) > 0 {
+		fi, err := d.kern.Stat(j.fd)
+		stillDetected = err == nil && fi.Stamp == j.info.Stamp
+	}
 	d.scansMu.Lock()
 	// Under scansMu: invalidate marks a running scan dirty under the same
 	// lock before it drops cache entries, so a write seen after this point
 	// finds the entry stored here and drops it.
 	dirty := j.dirty
-	valid = valid && !dirty && d.rules.Load().gen == rules.gen
+	valid = valid && (!dirty || stillDetected) && d.rules.Load().gen == rules.gen
 	if valid {
 		e := cacheEntry{id: j.info.ID, stamp: j.info.Stamp, gen: rules.gen, verdict: v}
 		if len(o.matches) > 0 {
@@ -288,6 +303,24 @@ func (w *worker) scan(j *job, rules *ruleSet, o *outcome) policy.Verdict {
 		}
 	}
 	return v
+}
+
+// detectionPath is the path a detection of file id is recorded under,
+// from the path /proc gave for its fd. The kernel appends " (deleted)" to
+// the path of an unlinked file, but a file may be named so too: the
+// suffix goes unless the path as it is still leads to the file. It looks
+// the path up: after the answer only.
+func detectionPath(p string, id fan.FileID) []byte {
+	base, ok := strings.CutSuffix(p, " (deleted)")
+	if !ok {
+		return []byte(p)
+	}
+	if fi, err := os.Lstat(p); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Dev == id.Dev && st.Ino == id.Ino {
+			return []byte(p)
+		}
+	}
+	return []byte(base)
 }
 
 // opener returns the executable and real uid of process pid, "" and -1

@@ -43,7 +43,7 @@ func TestSecondOpenNotScanned(t *testing.T) {
 	if err := read(t, path); err != nil {
 		t.Fatal(err)
 	}
-	// The mark is added just after the answer.
+	// The mark goes on before the answer; its counter just after.
 	c1 := d.waitCounter("kernel_marks_added", c0["kernel_marks_added"]+1)
 	for i := range 10 {
 		if err := read(t, path); err != nil {
@@ -177,6 +177,37 @@ func TestDetectedFileOpened100Times(t *testing.T) {
 	if dl["scans"] != 1 || dl["events"] != 100 || dl["cached_denials"]+dl["dedup_waits"] != 99 {
 		t.Errorf("100 opens: %v scans, %v events, %v cached denials + %v waits; want 1, 100, 99",
 			dl["scans"], dl["events"], dl["cached_denials"], dl["dedup_waits"])
+	}
+}
+
+// TestDetectedOnceThoughReadAtOnce: files written and opened at once, so
+// that the writer's close often reaches the daemon after the detection:
+// each file is scanned and recorded once, and later opens are cached
+// denials.
+func TestDetectedOnceThoughReadAtOnce(t *testing.T) {
+	d := startDaemon(t, options{})
+	const n = 200
+	c := d.counters()
+	for i := range n {
+		p := filepath.Join(d.Dir, fmt.Sprintf("eicar%d.com", i))
+		writeFile(t, p, eicar, 0o644)
+		if err := read(t, p); !errors.Is(err, unix.EPERM) {
+			t.Fatalf("%s: %v, want EPERM", p, err)
+		}
+	}
+	d.waitCounter("invalidations", c["invalidations"]+n) // every writer's close seen
+	for i := range n {
+		if err := read(t, filepath.Join(d.Dir, fmt.Sprintf("eicar%d.com", i))); !errors.Is(err, unix.EPERM) {
+			t.Fatalf("second open of eicar%d.com: %v, want EPERM", i, err)
+		}
+	}
+	dl := delta(c, d.counters())
+	// Each file is scanned empty at its writer's open, and once with
+	// EICAR. A second open may still find its scan being wrapped up, and
+	// wait for it: see TestDetectedFileOpened100Times.
+	if dl["detections"] != n || dl["scans"] != 2*n || dl["cached_denials"]+dl["dedup_waits"] != n {
+		t.Errorf("%d files written, opened, opened again: %v detections, %v scans, %v cached denials + %v waits; want %d, %d, %d",
+			n, dl["detections"], dl["scans"], dl["cached_denials"], dl["dedup_waits"], n, 2*n, n)
 	}
 }
 
