@@ -105,7 +105,10 @@ func (d *Daemon) serveControl(ctx context.Context, ln net.Listener) {
 			}
 			return context.WithValue(ctx, peerKey{}, int64(uid))
 		},
+		// A client that connects and says nothing, or keeps an idle
+		// connection, must not hold a goroutine and an fd for ever.
 		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       time.Minute,
 		ErrorLog:          zap.NewStdLog(d.log),
 	}
 	go func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -69,7 +70,7 @@ type collector struct {
 
 	queue, inflight, busy, workers, filesystems, healthy *prometheus.Desc
 	rules, rulesInfo, rulesLoad                          *prometheus.Desc
-	fds, uptime, build                                   *prometheus.Desc
+	fds, goroutines, uptime, build                       *prometheus.Desc
 	decision, scan                                       *prometheus.Desc
 }
 
@@ -99,6 +100,7 @@ func newCollector(d *Daemon) *collector {
 	c.rulesInfo = g("rules_info", "The generation of the rules in force.", "generation")
 	c.rulesLoad = g("rules_load_seconds", "How long loading the rules in force took.")
 	c.fds = g("open_fds", "File descriptors open in the daemon.")
+	c.goroutines = g("goroutines", "Goroutines in the daemon.")
 	c.uptime = g("uptime_seconds", "Seconds since the daemon started.")
 	c.build = g("build_info", "The daemon's version.", "version")
 	c.decision = g("decision_latency_seconds", "Time from reading a permission event to answering it.")
@@ -111,7 +113,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	for _, d := range []*prometheus.Desc{c.queue, c.inflight, c.busy, c.workers, c.filesystems, c.healthy,
-		c.rules, c.rulesInfo, c.rulesLoad, c.fds, c.uptime, c.build, c.decision, c.scan} {
+		c.rules, c.rulesInfo, c.rulesLoad, c.fds, c.goroutines, c.uptime, c.build, c.decision, c.scan} {
 		ch <- d
 	}
 }
@@ -145,6 +147,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if n, err := openFds(); err == nil {
 		gauge(c.fds, float64(n))
 	}
+	gauge(c.goroutines, float64(runtime.NumGoroutine()))
 	gauge(c.uptime, time.Since(d.started).Seconds())
 	gauge(c.build, 1, d.version)
 	for _, h := range []struct {
@@ -327,6 +330,7 @@ type StatusPipeline struct {
 	QueueDepth  int   `json:"queue_depth"`
 	InFlight    int64 `json:"inflight"`
 	OpenFds     int   `json:"open_fds"`
+	Goroutines  int   `json:"goroutines"`
 }
 
 // StatusRates are over the last minute, or since the start when the daemon
@@ -373,7 +377,7 @@ func (d *Daemon) status() Status {
 		Health:        StatusHealth{Healthy: d.Healthy()},
 		Protected:     StatusProtected{Filesystems: d.filesystems.Load()},
 		Pipeline: StatusPipeline{Workers: len(d.workers), BusyWorkers: d.busyWorkers(),
-			QueueDepth: len(d.queue), InFlight: d.inflight.Load()},
+			QueueDepth: len(d.queue), InFlight: d.inflight.Load(), Goroutines: runtime.NumGoroutine()},
 		Latency:     latencyOf(&d.stats.Decision),
 		ScanLatency: latencyOf(&d.stats.Scan),
 		Counters:    d.stats.snapshot(),

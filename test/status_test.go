@@ -22,12 +22,15 @@ import (
 // code and the body.
 func controlGet(t *testing.T, socket, path string) (int, []byte) {
 	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
-	}}
+		DisableKeepAlives: true, // one connection per request, closed after it
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	resp, err := c.Get("http://fanguard" + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)

@@ -127,8 +127,9 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	line("Latency", "p50 %s, p99 %s, max %s (read to answer); scans p50 %s, p99 %s, max %s",
 		us(st.Latency.P50us), us(st.Latency.P99us), us(st.Latency.MaxUs),
 		us(st.ScanLatency.P50us), us(st.ScanLatency.P99us), us(st.ScanLatency.MaxUs))
-	line("Pipeline", "%d/%d workers busy, %d queued, %d in flight, %d fds",
-		st.Pipeline.BusyWorkers, st.Pipeline.Workers, st.Pipeline.QueueDepth, st.Pipeline.InFlight, st.Pipeline.OpenFds)
+	line("Pipeline", "%d/%d workers busy, %d queued, %d in flight, %d fds, %d goroutines",
+		st.Pipeline.BusyWorkers, st.Pipeline.Workers, st.Pipeline.QueueDepth, st.Pipeline.InFlight, st.Pipeline.OpenFds,
+		st.Pipeline.Goroutines)
 	if st.Cache.Hits+st.Cache.Misses > 0 {
 		line("Cache", "%.1f%% hits (%d of %d lookups), %d entries", 100*st.Cache.HitRatio,
 			st.Cache.Hits, st.Cache.Hits+st.Cache.Misses, st.Cache.Entries)
