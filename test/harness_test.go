@@ -64,6 +64,9 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv("FANGUARD_TEST_GET_SOCKET"); sock != "" {
 		os.Exit(httpGet(sock, os.Getenv("FANGUARD_TEST_GET_PATH")))
 	}
+	// A -race binary sleeps 1 s at exit for late reports; the daemon and
+	// the commands the tests run are race-built, and exit often.
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	os.Exit(buildAndRun(m))
 }
 
