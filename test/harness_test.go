@@ -256,6 +256,9 @@ func (d *daemon) launch() {
 		d.cmd = exec.Command("/bin/sh", "-c", script, binary, d.Config, o.cgroupProcs)
 	}
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.notifySock)
+	// Should the test binary die without its cleanups (a panic, go test's
+	// timeout), the daemon goes with it and the kernel frees the tmpfs.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if o.watchdog > 0 {
 		d.cmd.Env = append(d.cmd.Env, fmt.Sprintf("WATCHDOG_USEC=%d", o.watchdog.Microseconds()))
 	}
