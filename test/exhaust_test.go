@@ -140,16 +140,6 @@ func openAll(paths []string) []timedOpen {
 	return res
 }
 
-// quantiles returns the median and the largest of ds.
-func quantiles(ds []time.Duration) (p50, maxD time.Duration) {
-	if len(ds) == 0 {
-		return 0, 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[(len(s)-1)/2], s[len(s)-1]
-}
-
 // TestOverload: with max_pending = 2 and one worker held by slow scans, a
 // burst of opens of files that need a scan is answered at once with
 // on_overload past the first two: allowed opens succeed, denied ones get
@@ -216,8 +206,8 @@ func TestOverload(t *testing.T) {
 			// The deadline counts a timeout right after its answer: the
 			// opener may be back before the count.
 			dc := delta(c0, d.waitCounter("timed_out", c0["timed_out"]+float64(len(held))))
-			p50, mx := quantiles(fast)
-			hp50, hmx := quantiles(held)
+			p50, _, mx := latencies(fast)
+			hp50, _, hmx := latencies(held)
 			t.Logf("%d opens at once: %d answered at once (p50 %v, max %v), %d held (p50 %v, max %v); counters: events %v, overloaded %v, timed_out %v, dedup_waits %v",
 				burst, len(fast), p50, mx, len(held), hp50, hmx, dc["events"], dc["overloaded"], dc["timed_out"], dc["dedup_waits"])
 			if dc["events"] != burst {
@@ -420,34 +410,6 @@ func (cg *memCgroup) pressure() (limitHits, oomKills, peak int64) {
 	return limitHits, keyed("memory.oom_control", "oom_kill"), number("memory.max_usage_in_bytes")
 }
 
-// vmRSS returns the resident set size of pid, in bytes.
-func vmRSS(t *testing.T, pid int) int64 {
-	t.Helper()
-	n, err := readRSS(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// readRSS returns VmRSS of /proc/PID/status, in bytes.
-func readRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("VmRSS of %d: %q", pid, l)
-			}
-			return kb << 10, nil
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
 // exited reports whether the daemon process has exited, and how.
 func (d *daemon) exited() (bool, error) {
 	select {
@@ -550,7 +512,7 @@ func TestMemoryStarved(t *testing.T) {
 			t.Errorf("open %d of %s took %v, past the budget %v (+%v)", i, filepath.Base(burstPaths[i]), r.took, budget, margin)
 		}
 	}
-	p50, mx := quantiles(durations)
+	p50, _, mx := latencies(durations)
 	hits, kills, peak := cg.pressure()
 	died, exitErr := d.exited()
 	for wait := time.Now().Add(5 * time.Second); kills > 0 && !died && time.Now().Before(wait); {

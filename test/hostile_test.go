@@ -73,16 +73,8 @@ func hostileScanTimeout(t *testing.T, d *daemon, timeout string) {
 
 // hostileVmRSS returns the resident set size of pid in KiB.
 func hostileVmRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	n, err := readRSS(pid)
+	return n >> 10, err
 }
 
 // hostileRSS returns the resident set size of pid in KiB.

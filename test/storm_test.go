@@ -100,16 +100,6 @@ func (e *stormErrors) report(t *testing.T) {
 	}
 }
 
-// stormPercentiles returns the median, the 99th percentile and the largest of l.
-func stormPercentiles(l []time.Duration) (p50, p99, largest time.Duration) {
-	if len(l) == 0 {
-		return 0, 0, 0
-	}
-	s := slices.Clone(l)
-	slices.Sort(s)
-	return s[len(s)/2], s[len(s)*99/100], s[len(s)-1]
-}
-
 // stormWait waits for wg up to timeout and reports whether it finished.
 func stormWait(wg *sync.WaitGroup, timeout time.Duration) bool {
 	done := make(chan struct{})
@@ -200,7 +190,7 @@ func TestStorm(t *testing.T) {
 	if want := int64(nOpens / nFiles * nDetected); denied.Load() != want {
 		t.Errorf("%d opens denied, want %d", denied.Load(), want)
 	}
-	p50, p99, largest := stormPercentiles(lat)
+	p50, p99, largest := latencies(lat)
 	t.Logf("%d readers, %d opens in %v (%.0f opens/s): open latency p50 %v, p99 %v, max %v",
 		readers, nOpens, elapsed.Round(time.Millisecond), float64(nOpens)/elapsed.Seconds(), p50, p99, largest)
 	if largest > budget {
@@ -600,10 +590,10 @@ func TestCrashDuringStorm(t *testing.T) {
 	for _, op := range slowSlot.opens {
 		slowLat = append(slowLat, op.end-op.start)
 	}
-	sp50, _, smax := stormPercentiles(slowLat)
+	sp50, _, smax := latencies(slowLat)
 	t.Logf("slow opener: %d opens (%d denied, %d allowed while unprotected), p50 %v, max %v", len(slowLat), slowSlot.denied, len(slowSlot.allowed),
 		sp50.Round(time.Millisecond), smax.Round(time.Millisecond))
-	p50, p99, largest := stormPercentiles(lat)
+	p50, p99, largest := latencies(lat)
 	t.Logf("%d readers, %d opens (%d clean, %d detected denied, %d detected already quarantined, %d detected allowed while unprotected): open latency p50 %v, p99 %v, max %v",
 		readers, opens, clean, denied, gone, len(allowed), p50, p99, largest)
 	if largest > budget {
