@@ -3,12 +3,9 @@ package test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -38,42 +35,14 @@ type pipelineDoc struct {
 }
 
 // control sends a request to the daemon's control socket and returns the
-// status code and the body. Unlike controlGet it keeps no connection
-// open: each one would hold an fd and a goroutine in the daemon, which
-// TestSoak counts.
+// status code and the body.
 func control(t *testing.T, d *daemon, method, path string) (int, []byte) {
 	t.Helper()
-	code, body, err := controlDo(d, method, path)
+	code, body, err := controlDo(d.Control, method, path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return code, body
-}
-
-// controlDo is control for goroutines other than the test's: it returns
-// the error.
-func controlDo(d *daemon, method, path string) (int, []byte, error) {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var dl net.Dialer
-			return dl.DialContext(ctx, "unix", d.Control)
-		},
-	}}
-	req, err := http.NewRequest(method, "http://fanguard"+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	return resp.StatusCode, body, nil
 }
 
 func getPipeline(t *testing.T, d *daemon) pipelineDoc {

@@ -556,3 +556,31 @@ func latencies(ds []time.Duration) (p50, p99, largest time.Duration) {
 	slices.Sort(s)
 	return s[len(s)/2], s[len(s)*99/100], s[len(s)-1]
 }
+
+// controlDo sends a request to a control socket and returns the status
+// code and the body. It keeps no connection open: each would hold an fd
+// and a goroutine in the daemon, which TestSoak counts. It returns its
+// error, for goroutines other than the test's.
+func controlDo(socket, method, path string) (int, []byte, error) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", socket)
+		},
+	}}
+	req, err := http.NewRequest(method, "http://fanguard"+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return resp.StatusCode, body, nil
+}

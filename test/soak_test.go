@@ -251,7 +251,7 @@ func (s *soak) run(dur time.Duration) {
 			if err := s.d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 				s.fail("SIGHUP: %v", err)
 			}
-		} else if code, body, err := controlDo(s.d, "POST", "/reload"); err != nil || code != http.StatusOK {
+		} else if code, body, err := controlDo(s.d.Control, "POST", "/reload"); err != nil || code != http.StatusOK {
 			s.fail("POST /reload: HTTP %d, %v: %s", code, err, body)
 		}
 		s.reloads.Add(1)
@@ -262,7 +262,7 @@ func (s *soak) run(dur time.Duration) {
 		if i%2 == 1 {
 			path = "/metrics"
 		}
-		code, body, err := controlDo(s.d, "GET", path)
+		code, body, err := controlDo(s.d.Control, "GET", path)
 		if err != nil || code != http.StatusOK {
 			s.fail("GET %s: HTTP %d, %v", path, code, err)
 			return

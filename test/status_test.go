@@ -1,10 +1,8 @@
 package test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -22,25 +20,11 @@ import (
 // code and the body.
 func controlGet(t *testing.T, socket, path string) (int, []byte) {
 	t.Helper()
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		DisableKeepAlives: true, // one connection per request, closed after it
-	}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Timeout: 10 * time.Second, Transport: tr}
-	resp, err := c.Get("http://fanguard" + path)
+	code, body, err := controlDo(socket, "GET", path)
 	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	return resp.StatusCode, body
+	return code, body
 }
 
 // statusDoc is the part of GET /status the tests check.
