@@ -173,7 +173,7 @@ func TestDetectedFileOpened100Times(t *testing.T) {
 	// The answer goes out before the verdict is cached: the next open may
 	// come while the scan is still being wrapped up, and wait for its
 	// verdict instead of finding it in the cache. Either way, no rescan.
-	dl := delta(c, d.counters())
+	dl := d.deltaWhen(c, func(dl map[string]float64) bool { return dl["cached_denials"]+dl["dedup_waits"] >= 99 })
 	if dl["scans"] != 1 || dl["events"] != 100 || dl["cached_denials"]+dl["dedup_waits"] != 99 {
 		t.Errorf("100 opens: %v scans, %v events, %v cached denials + %v waits; want 1, 100, 99",
 			dl["scans"], dl["events"], dl["cached_denials"], dl["dedup_waits"])
@@ -201,10 +201,10 @@ func TestDetectedOnceThoughReadAtOnce(t *testing.T) {
 			t.Fatalf("second open of eicar%d.com: %v, want EPERM", i, err)
 		}
 	}
-	dl := delta(c, d.counters())
 	// Each file is scanned empty at its writer's open, and once with
 	// EICAR. A second open may still find its scan being wrapped up, and
 	// wait for it: see TestDetectedFileOpened100Times.
+	dl := d.deltaWhen(c, func(dl map[string]float64) bool { return dl["cached_denials"]+dl["dedup_waits"] >= n })
 	if dl["detections"] != n || dl["scans"] != 2*n || dl["cached_denials"]+dl["dedup_waits"] != n {
 		t.Errorf("%d files written, opened, opened again: %v detections, %v scans, %v cached denials + %v waits; want %d, %d, %d",
 			n, dl["detections"], dl["scans"], dl["cached_denials"], dl["dedup_waits"], n, 2*n, n)

@@ -465,6 +465,21 @@ func (d *daemon) waitCounter(name string, min float64) map[string]float64 {
 	}
 }
 
+// deltaWhen returns the counters' change since base as soon as cond holds
+// of it, or as it is after 5 s. For counters counted just after an answer
+// (cached_denials): the opener may read them before they move.
+func (d *daemon) deltaWhen(base map[string]float64, cond func(dl map[string]float64) bool) map[string]float64 {
+	d.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		dl := delta(base, d.counters())
+		if cond(dl) || time.Now().After(deadline) {
+			return dl
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // delta returns b - a for each counter.
 func delta(a, b map[string]float64) map[string]float64 {
 	out := make(map[string]float64)
