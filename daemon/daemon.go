@@ -292,14 +292,10 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	return res, nil
 }
 
-// watchRules reloads the rules when something changes in the rule
-// directories, once the changes have settled for reloadDebounce.
-func (d *Daemon) watchRules(ctx context.Context) {
-	w, err := fan.NewDirWatcher(d.ruleDirs)
-	if err != nil {
-		d.log.Warn("not watching the rule directories; reload with SIGHUP or fanguard reload", zap.Error(err))
-		return
-	}
+// watchRules reloads the rules when w sees something change in the rule
+// directories, once the changes have settled for reloadDebounce. It
+// closes w.
+func (d *Daemon) watchRules(ctx context.Context, w *fan.DirWatcher) {
 	changes := make(chan struct{}, 1)
 	go func() {
 		defer close(changes)
@@ -455,7 +451,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		background.Go(func() { d.serveControl(bg, ln) })
 	}
 	if len(d.ruleDirs) > 0 {
-		background.Go(func() { d.watchRules(bg) })
+		// Watching before READY=1: a rule dropped in right after is seen.
+		if w, err := fan.NewDirWatcher(d.ruleDirs); err != nil {
+			d.log.Warn("not watching the rule directories; reload with SIGHUP or fanguard reload", zap.Error(err))
+		} else {
+			background.Go(func() { d.watchRules(bg, w) })
+		}
 	}
 	if q, ok := d.recorder.(*QuarantineRecorder); ok {
 		background.Go(func() { d.retain(bg, q) })
