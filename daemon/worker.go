@@ -197,30 +197,27 @@ func (w *worker) process(j *job) {
 // if it still holds, and answers the events that waited for it.
 func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, cacheable, kernelCached bool) {
 	d := w.d
-	// The stamp after the mark: if the file changed since the reader
-	// stated it, the scan may have seen a mix, and the mark would cache it.
-	valid := cacheable
-	if kernelCached {
+	detected := len(o.matches) > 0
+	// Whether the file still has the stamp the reader stated. After a
+	// kernel mark: if it moved, the scan may have seen a mix, and the mark
+	// would cache it. For a detection: it then holds even if a writer's
+	// close came during the scan (the close may be of the write the scan
+	// read; see verdictCache.forget).
+	unchanged := false
+	if kernelCached || cacheable && detected {
 		fi, err := d.kern.Stat(j.fd)
-		valid = valid && err == nil && fi.Stamp == j.info.Stamp
+		unchanged = err == nil && fi.Stamp == j.info.Stamp
 	}
-	// A detection holds for content whose stamp has not moved, even if a
-	// writer's close came during the scan (the close may be of the write
-	// the scan read; see verdictCache.forget).
-	stillDetected := false
-	if cacheable && len(o.matches) > 0 {
-		fi, err := d.kern.Stat(j.fd)
-		stillDetected = err == nil && fi.Stamp == j.info.Stamp
-	}
+	valid := cacheable && (unchanged || !kernelCached)
 	d.scansMu.Lock()
 	// Under scansMu: invalidate marks a running scan dirty under the same
 	// lock before it drops cache entries, so a write seen after this point
 	// finds the entry stored here and drops it.
 	dirty := j.dirty
-	valid = valid && (!dirty || stillDetected) && d.rules.Load().gen == rules.gen
+	valid = valid && (!dirty || detected && unchanged) && d.rules.Load().gen == rules.gen
 	if valid {
 		e := cacheEntry{id: j.info.ID, stamp: j.info.Stamp, gen: rules.gen, verdict: v}
-		if len(o.matches) > 0 {
+		if detected {
 			e.det = &detection{rule: o.matches[0].Rule, ruleFile: o.matches[0].File}
 		}
 		d.cache.store(e)

@@ -448,18 +448,24 @@ func (d *daemon) counters() map[string]float64 {
 	return nil
 }
 
-// waitCounter waits until counter name reaches at least min and returns
-// all counters then.
+// waitCounter waits up to 5 s until counter name reaches at least min
+// and returns all counters then.
 func (d *daemon) waitCounter(name string, min float64) map[string]float64 {
 	d.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	return d.waitCounterWithin(name, min, 5*time.Second)
+}
+
+// waitCounterWithin is waitCounter with another limit.
+func (d *daemon) waitCounterWithin(name string, min float64, within time.Duration) map[string]float64 {
+	d.t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		c := d.counters()
 		if c[name] >= min {
 			return c
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("counter %s = %v, want at least %v within 5 s", name, c[name], min)
+			d.t.Fatalf("counter %s = %v, want at least %v within %v", name, c[name], min, within)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -114,22 +114,6 @@ func hostileWatchRSS(t *testing.T, pid int) func() int64 {
 	}
 }
 
-// hostileWaitCounter waits up to within until counter name reaches min.
-func hostileWaitCounter(t *testing.T, d *daemon, name string, min float64, within time.Duration) map[string]float64 {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		c := d.counters()
-		if c[name] >= min {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("counter %s = %v, want at least %v within %v", name, c[name], min, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // hostileInodeMarks counts the inode marks (the kernel's cached verdicts)
 // of the daemon's fanotify groups, from /proc/PID/fdinfo.
 func hostileInodeMarks(t *testing.T, d *daemon) int {
@@ -603,7 +587,7 @@ rule hostile_all_zero {
 				}
 				// The scan goes on after the answer, until scan_timeout
 				// (whole seconds, checked now and then by libyara).
-				c := hostileWaitCounter(t, d, "errors", before["errors"]+1, 15*time.Second)
+				c := d.waitCounterWithin("errors", before["errors"]+1, 15*time.Second)
 				ended := time.Since(start)
 				p := peak()
 				line := d.waitLog(time.Second, "cannot scan file", "sparse.img")
@@ -1097,7 +1081,7 @@ rule hostile_regex {
 				t.Errorf("round %d, open %d took %v, budget %v", round, i, took, budget)
 			}
 		}
-		c := hostileWaitCounter(t, d, "errors", before["errors"]+1, 15*time.Second)
+		c := d.waitCounterWithin("errors", before["errors"]+1, 15*time.Second)
 		ended := time.Since(start)
 		dc := delta(before, c)
 		// One scan of the regex file (the others waited for it), and
