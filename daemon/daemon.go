@@ -132,6 +132,39 @@ func (nopNotifier) Stopping()     {}
 type ruleSet struct {
 	rs  *scanner.Ruleset
 	gen uint64
+	// refs counts the holders of rs's compiled rules: the daemon while the
+	// set is in force, and each worker whose scanner was made from it. The
+	// last to let go frees them (Ruleset.Close): a replaced set is
+	// megabytes of C memory that the garbage collector would free only
+	// when the Go heap, which hardly grows on a reload, next asks it to.
+	refs atomic.Int32
+}
+
+// newRuleSet returns rs in force as generation gen, held by the daemon.
+func newRuleSet(rs *scanner.Ruleset, gen uint64) *ruleSet {
+	s := &ruleSet{rs: rs, gen: gen}
+	s.refs.Store(1)
+	return s
+}
+
+// acquire takes a reference, unless the set was let go by all and freed.
+func (s *ruleSet) acquire() bool {
+	for {
+		n := s.refs.Load()
+		if n == 0 {
+			return false
+		}
+		if s.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference; the last one frees the compiled rules.
+func (s *ruleSet) release() {
+	if s.refs.Add(-1) == 0 && s.rs != nil {
+		s.rs.Close()
+	}
 }
 
 // New prepares a daemon: it creates the fanotify groups, but places no
@@ -178,7 +211,7 @@ func New(opts Options) (*Daemon, error) {
 	}
 	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
 	d.stats.logDropped = opts.LogDropped
-	d.rules.Store(&ruleSet{rs: opts.Rules, gen: 1})
+	d.rules.Store(newRuleSet(opts.Rules, 1))
 	d.jobs.New = func() any { return newJob(d) }
 	return d, nil
 }
@@ -259,8 +292,11 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	}
 	old := d.rules.Load()
 	unchanged := rs.Generation != "" && rs.Generation == old.rs.Generation
-	if !unchanged {
-		d.rules.Store(&ruleSet{rs: rs, gen: old.gen + 1})
+	if unchanged {
+		rs.Close() // never in force: the set in force is the same rules
+	} else {
+		d.rules.Store(newRuleSet(rs, old.gen+1))
+		old.release() // freed once the last worker scanning with it is done
 		// After the swap: a worker that adds a mark for the old rules
 		// after this flush sees the new generation and removes it (see
 		// endScan).
@@ -280,14 +316,6 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	d.log.Info("rules reloaded", zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)),
 		zap.Int("broken", len(rs.Broken)), zap.String("generation", rs.ShortGeneration()),
 		zap.Bool("unchanged", unchanged), zap.Bool("from_cache", rs.FromCache), zap.Duration("took", res.Took))
-	// A rule set holds megabytes of libyara memory (some 9 MB for the
-	// shipped rules) that only its finalizer frees, while a load grows
-	// the Go heap by kilobytes: the collector may not run for many
-	// reloads, and every set replaced (or loaded unchanged) stays in
-	// memory until it does — TestSoak saw 25 MiB more RSS per minute
-	// with a reload every 3 s. Collect now: the sets no worker scans
-	// with any more are freed.
-	runtime.GC()
 	d.updateStatus()
 	return res, nil
 }

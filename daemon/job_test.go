@@ -86,7 +86,7 @@ func testDaemon(t *testing.T, budget time.Duration) (*Daemon, *fakeKernel) {
 	cfg.Budget = budget
 	cfg.OnTimeout = policy.Allow
 	d := &Daemon{cfg: cfg, kern: k, log: zap.NewNop(), scans: map[fan.FileID]*job{}}
-	d.rules.Store(&ruleSet{gen: 1})
+	d.rules.Store(newRuleSet(nil, 1))
 	d.jobs.New = func() any { return newJob(d) }
 	return d, k
 }
@@ -189,5 +189,23 @@ func TestJobDeadline(t *testing.T) {
 	}
 	if closed != 1 || answers != 1 {
 		t.Errorf("answers %d, closes %d; want 1 and 1", answers, closed)
+	}
+}
+
+// TestRuleSetRefs: the set's compiled rules go with its last holder, and
+// a freed set cannot be taken again (a worker then takes the newer one).
+func TestRuleSetRefs(t *testing.T) {
+	s := newRuleSet(nil, 1) // the daemon's reference
+	if !s.acquire() || !s.acquire() {
+		t.Fatal("acquire of a set in force failed")
+	}
+	s.release() // replaced: the daemon lets go
+	s.release() // one worker moves on
+	if got := s.refs.Load(); got != 1 {
+		t.Fatalf("refs = %d, want 1 (the last worker)", got)
+	}
+	s.release()
+	if s.acquire() {
+		t.Error("acquired a set that every holder let go")
 	}
 }

@@ -38,11 +38,7 @@ type worker struct {
 const keptBuffer = 4 << 20
 
 func (w *worker) run() {
-	defer func() {
-		if w.scanner != nil {
-			w.scanner.Close()
-		}
-	}()
+	defer w.drop()
 	spin := time.Duration(0)
 	if runtime.NumCPU() > 1 {
 		spin = workerSpin
@@ -105,11 +101,47 @@ type outcome struct {
 	err      error
 }
 
+// use returns the rules in force, for which the worker then has a
+// scanner of its own.
+func (w *worker) use() (*ruleSet, error) {
+	for {
+		rules := w.d.rules.Load()
+		if w.rules == rules {
+			return rules, nil
+		}
+		if !rules.acquire() {
+			continue // replaced and freed since the Load: take the newer set
+		}
+		s, err := rules.rs.NewScanner(w.d.cfg.ScanTimeout)
+		if err != nil {
+			rules.release()
+			return rules, err
+		}
+		w.drop()
+		w.rules, w.scanner = rules, s
+		return rules, nil
+	}
+}
+
+// drop closes the worker's scanner and lets go of its rules.
+func (w *worker) drop() {
+	if w.scanner != nil {
+		w.scanner.Close()
+		w.rules.release()
+		w.rules, w.scanner = nil, nil
+	}
+}
+
 func (w *worker) process(j *job) {
 	d := w.d
-	rules := d.rules.Load()
 	o := outcome{pid: j.pid, read: j.read, size: j.info.Stamp.Size}
-	v := w.scan(j, rules, &o)
+	rules, err := w.use()
+	v := d.cfg.OnError
+	if err != nil {
+		o.err = err
+	} else {
+		v = w.scan(j, &o)
+	}
 	if len(o.matches) > 0 {
 		// Detections only, before the answer: the content's sha256 for the
 		// allow list and the record, and who opened it, before the answer
@@ -247,22 +279,10 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 	}
 }
 
-// scan decides the verdict of one event. It reads the file through the
-// event fd only.
-func (w *worker) scan(j *job, rules *ruleSet, o *outcome) policy.Verdict {
+// scan decides the verdict of one event with the worker's scanner. It
+// reads the file through the event fd only.
+func (w *worker) scan(j *job, o *outcome) policy.Verdict {
 	d := w.d
-	if w.rules != rules {
-		if w.scanner != nil {
-			w.scanner.Close()
-			w.scanner = nil
-		}
-		s, err := rules.rs.NewScanner(d.cfg.ScanTimeout)
-		if err != nil {
-			o.err = err
-			return d.cfg.OnError
-		}
-		w.rules, w.scanner = rules, s
-	}
 	if p, err := fan.FdPath(j.fd, w.path[:]); err == nil {
 		o.path = string(p)
 	} else {

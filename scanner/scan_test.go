@@ -234,3 +234,21 @@ func BenchmarkScanClean(b *testing.B) {
 		}
 	}
 }
+
+// TestCloseFreesRules: after Close no scanner can be made from the set
+// (it would scan with freed rules); its other fields stay readable.
+func TestCloseFreesRules(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"a.yar": rule("a")})
+	rs := mustLoad(t, dir)
+	s := mustScanner(t, rs)
+	s.Close() // scanners first
+	rs.Close()
+	if _, err := rs.NewScanner(time.Second); !errors.Is(err, ErrNoRules) {
+		t.Errorf("NewScanner after Close: %v, want ErrNoRules", err)
+	}
+	if rs.Count != 1 || rs.Generation == "" {
+		t.Errorf("after Close: Count %d, Generation %q", rs.Count, rs.Generation)
+	}
+	rs.Close() // twice is harmless
+}
