@@ -84,21 +84,22 @@ func (w *worker) next(spin time.Duration) (*job, bool) {
 // outcome is what a worker learned of one event, kept for logging after
 // the job is released.
 type outcome struct {
-	pid      int32
-	read     time.Time
-	path     string
-	size     int64
-	n        int  // bytes read and scanned (in the worker's buffer until its next scan)
-	complete bool // the whole file was read and scanned
-	sha256   string
-	exe      string // the opener's executable, "" if unknown
-	uid      int64  // the opener's real uid, -1 if unknown
-	cmdline  []byte
-	scanTime time.Duration // in YARA, 0 if no scan ran
-	matches  []scanner.Match
-	verdict  policy.Verdict // the scan's verdict
-	late     bool           // the budget ran out first: on_timeout was the answer
-	err      error
+	pid         int32
+	read        time.Time
+	path        string
+	size        int64
+	n           int  // bytes read and scanned (in the worker's buffer until its next scan)
+	complete    bool // the whole file was read and scanned
+	sha256      string
+	allowListed bool   // it matched, but its sha256 is on the allow list
+	exe         string // the opener's executable, "" if unknown
+	uid         int64  // the opener's real uid, -1 if unknown
+	cmdline     []byte
+	scanTime    time.Duration // in YARA, 0 if no scan ran
+	matches     []scanner.Match
+	verdict     policy.Verdict // the scan's verdict
+	late        bool           // the budget ran out first: on_timeout was the answer
+	err         error
 }
 
 // use returns the rules in force, for which the worker then has a
@@ -151,9 +152,10 @@ func (w *worker) process(j *job) {
 		o.sha256 = hex.EncodeToString(sum[:])
 		if d.recorder != nil {
 			if ok, err := d.recorder.Allowed(context.Background(), o.sha256); err == nil && ok {
-				// On the allow list: clean, for the caches too.
+				// On the allow list: clean, for the caches too; logged
+				// after the answer.
 				d.stats.AllowListed.Add(1)
-				d.log.Debug("detection allowed by the allow list", zap.String("sha256", o.sha256), zap.String("path", o.path))
+				o.allowListed = true
 				o.matches, v = nil, policy.Allow
 			}
 		}
@@ -178,6 +180,9 @@ func (w *worker) process(j *job) {
 		w.buf = nil
 	}
 
+	if o.allowListed {
+		d.log.Debug("detection allowed by the allow list", zap.String("sha256", o.sha256), zap.String("path", o.path))
+	}
 	if o.err != nil {
 		d.stats.Errors.Add(1)
 		d.log.Warn("cannot scan file, answered with on_error", zap.ByteString("path", []byte(o.path)),
