@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -79,12 +80,17 @@ type Daemon struct {
 	// fan's fd functions, or a fake in unit tests.
 	kern  kernel
 	cache *verdictCache
-	queue chan *job
-	// detections carries detections from the workers to the recorder
-	// goroutine, after the answers.
-	detections chan *Detection
-	recorder   Recorder
-	jobs       sync.Pool
+	sched *sched // the jobs waiting for a worker, shared fairly between users
+	// detections carries detections from the workers to the describing
+	// stage and on to the recorder, after the answers.
+	detections  *detectionQueue
+	recorder    Recorder
+	procReads   procReads                             // the describing stage's reads under openers' /proc
+	talkSamples chan talkSample                       // scans for the talkers, lossy
+	unscanned   unscannedCounts                       // opens answered without a scan, per uid
+	exeIDs      atomic.Pointer[map[fan.FileID]string] // exclude_exe, by identity: path by file
+	mounts      mountTrust                            // which mounts' paths exclude_paths may match
+	jobs        sync.Pool
 	// inflight counts jobs alive: queued, scanning, waiting for a scan of
 	// the same file, or waiting for their timer. Only the reader
 	// increments it, so checking it against MaxPending before an
@@ -102,7 +108,12 @@ type Daemon struct {
 	readerBusy  atomic.Int64 // when the reader began its current batch (Unix ns), 0 when idle
 	readerDone  atomic.Bool  // the reader returned
 	workersDone atomic.Bool  // the workers returned and d.detections is closed
-	filesystems atomic.Int64 // protected now
+	// recorderBusy: when the recorder began its current record (Unix ns),
+	// 0 when idle; recordErr: why the last write of the record failed,
+	// nil once one succeeds again.
+	recorderBusy atomic.Int64
+	recordErr    atomic.Pointer[string]
+	filesystems  atomic.Int64 // protected now
 
 	stats Stats
 
@@ -181,7 +192,7 @@ func New(opts Options) (*Daemon, error) {
 	if notify == nil {
 		notify = nopNotifier{}
 	}
-	g, err := fan.NewGroup(fan.GroupOptions{})
+	g, err := fan.NewGroup(fan.GroupOptions{Pidfd: true})
 	if err != nil {
 		return nil, err
 	}
@@ -191,29 +202,41 @@ func New(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:        opts.Config,
-		log:        log,
-		notify:     notify,
-		ruleDirs:   opts.RuleDirs,
-		owners:     opts.Owners,
-		excl:       policy.NewExclusions(withVault(opts.Config)),
-		pid:        int32(os.Getpid()),
-		loadRules:  opts.LoadRules,
-		group:      g,
-		notif:      notif,
-		kern:       groupKernel{g},
-		queue:      make(chan *job, opts.Config.MaxPending),
-		detections: make(chan *Detection, detectionQueue),
-		recorder:   opts.Recorder,
-		scans:      make(map[fan.FileID]*job),
-		version:    opts.Version,
-		started:    time.Now(),
+		cfg:         opts.Config,
+		log:         log,
+		notify:      notify,
+		ruleDirs:    opts.RuleDirs,
+		owners:      opts.Owners,
+		excl:        policy.NewExclusions(withVault(opts.Config)),
+		pid:         int32(os.Getpid()),
+		loadRules:   opts.LoadRules,
+		group:       g,
+		notif:       notif,
+		kern:        groupKernel{g},
+		sched:       newSched(opts.Config.MaxPending, perUID(opts.Config)),
+		detections:  newDetectionQueue(),
+		talkSamples: make(chan talkSample, talkSamples),
+		recorder:    opts.Recorder,
+		scans:       make(map[fan.FileID]*job),
+		version:     opts.Version,
+		started:     time.Now(),
 	}
 	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
 	d.stats.logDropped = opts.LogDropped
+	d.procReads.abandoned = &d.stats.OpenerReadsAbandoned
+	d.refreshExeIDs()
 	d.rules.Store(newRuleSet(opts.Rules, 1))
 	d.jobs.New = func() any { return newJob(d) }
 	return d, nil
+}
+
+// perUID is max_pending_per_uid, or max_pending where it is not set (a
+// Config not made by policy.Parse).
+func perUID(cfg policy.Config) int {
+	if cfg.MaxPendingPerUID <= 0 || cfg.MaxPendingPerUID > cfg.MaxPending {
+		return max(1, cfg.MaxPending)
+	}
+	return cfg.MaxPendingPerUID
 }
 
 // withVault returns the protect settings with the quarantine's own files
@@ -239,12 +262,14 @@ type kernel interface {
 	Unignore(fd int32) error
 	CloseFd(fd int32) error
 	Stat(fd int32) (fan.FileInfo, error)
+	OpenerUID(pidfd int32) (uint32, error)
 }
 
 type groupKernel struct{ *fan.Group }
 
-func (groupKernel) CloseFd(fd int32) error              { return fan.CloseFd(fd) }
-func (groupKernel) Stat(fd int32) (fan.FileInfo, error) { return fan.StatFd(fd) }
+func (groupKernel) CloseFd(fd int32) error                { return fan.CloseFd(fd) }
+func (groupKernel) Stat(fd int32) (fan.FileInfo, error)   { return fan.StatFd(fd) }
+func (groupKernel) OpenerUID(pidfd int32) (uint32, error) { return fan.PidfdUID(pidfd) }
 
 // Stats returns the daemon's counters.
 func (d *Daemon) Stats() *Stats { return &d.stats }
@@ -410,9 +435,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	recorded := make(chan struct{})
+	described := make(chan *Detection, describedQueue)
+	go d.describeAll(described)
 	go func() {
 		defer close(recorded)
-		d.record(d.detections)
+		d.record(described)
 	}()
 	// The detections the workers handed on are recorded (and logged)
 	// before Run returns — when the workers finished and shutdown closed
@@ -429,6 +456,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Warn("detections still being recorded at shutdown")
 		}
 	}()
+	// TODO(ns): the namespace marker's trusted set.
+	d.mounts = trustAllMounts{}
 	readerErr := make(chan error, 1)
 	go func() {
 		err := d.read()
@@ -489,6 +518,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if q, ok := d.recorder.(*QuarantineRecorder); ok {
 		background.Go(func() { d.retain(bg, q) })
 	}
+	background.Go(func() { d.countTalkers(bg) })
+	background.Go(func() { d.logUnscanned(bg) })
+	if len(d.cfg.Protect.ExcludeExe) > 0 {
+		background.Go(func() { d.watchExeIDs(bg) })
+	}
 
 	d.filesystems.Store(int64(len(marker.Marked())))
 	rules := d.rules.Load().rs
@@ -545,6 +579,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 // recordDrain bounds the wait for the recorder at shutdown.
 const recordDrain = 10 * time.Second
 
+// describedQueue bounds the detections described and waiting for the
+// recorder: the describing stage waits when it is full.
+const describedQueue = 64
+
 // statusInterval is how often the status line is refreshed.
 const statusInterval = 10 * time.Second
 
@@ -567,7 +605,7 @@ func (d *Daemon) shutdown(readerErr chan error, workers *sync.WaitGroup) error {
 	if errors.Is(err, os.ErrClosed) {
 		err = nil
 	}
-	close(d.queue) // the reader, the only sender, has returned
+	d.sched.close() // the reader, the only sender, has returned
 	done := make(chan struct{})
 	go func() {
 		workers.Wait()
@@ -575,7 +613,7 @@ func (d *Daemon) shutdown(readerErr chan error, workers *sync.WaitGroup) error {
 	}()
 	select {
 	case <-done:
-		close(d.detections) // the workers, its only senders, are gone
+		close(d.detections.ch) // the workers, its only senders, are gone
 		d.workersDone.Store(true)
 	case <-time.After(d.cfg.Budget + time.Second):
 		d.log.Warn("scans still running at shutdown; the kernel allows what is left",
@@ -610,10 +648,7 @@ func (d *Daemon) read() error {
 		n, err := d.group.Read(buf)
 		if errors.Is(err, fan.ErrEventDenied) {
 			// Not fatal, and no spin: each such read consumes one event.
-			if c := d.stats.KernelDenied.Add(1); c&(c-1) == 0 { // log the 1st, 2nd, 4th, 8th...
-				d.log.Error("the kernel denied an open it could not pass on (out of fds or memory?)",
-					zap.Uint64("count", c), zap.Error(err))
-			}
+			d.kernelDenied(err)
 			continue
 		}
 		if err != nil {
@@ -638,67 +673,98 @@ func (d *Daemon) read() error {
 }
 
 // handle is the fast path for one event: it answers at once what needs no
-// scan (the daemon's own opens, exclusions, files that are not regular or
-// too large, verdicts in the cache, overload), attaches the event to a scan
-// of the same file already running, or queues a scan.
+// scan (the daemon's own opens, files that are not regular, verdicts in the
+// cache, exclusions, files too large, overload), attaches the event to a
+// scan of the same file already running, or queues a scan. It reads
+// nothing under the opener's /proc but, with exclude_exe set, the identity
+// of its executable (fan.ExeID, which cannot block); the opener's uid
+// comes from its pidfd.
 func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 	if ev.IsOverflow() {
 		d.stats.Overflows.Add(1)
 		d.log.Error("fanotify queue overflow: events were lost or allowed unscanned")
 	}
 	if ev.Fd < 0 {
+		d.closePidfd(ev.Pidfd)
+		if ev.IsPermission() {
+			// FAN_REPORT_FD_ERROR: the kernel could not open the file for
+			// us and denied the open itself.
+			d.kernelDenied(syscall.Errno(-ev.Fd))
+		}
 		return
 	}
 	if !ev.IsPermission() {
 		d.kern.CloseFd(ev.Fd)
+		d.closePidfd(ev.Pidfd)
 		return
 	}
 	d.stats.Events.Add(1)
 	if ev.Pid == d.pid {
 		d.stats.OwnPid.Add(1)
-		d.answerNow(ev.Fd, policy.Allow, now)
+		d.answerEvent(ev, policy.Allow, now)
 		return
 	}
-	if d.excluded(ev, scratch) {
-		d.stats.Excluded.Add(1)
-		d.answerNow(ev.Fd, policy.Allow, now)
+	if ev.Pid != 0 && ev.PidfdGone() {
+		// The opener exited before the event was read: no open waits for
+		// the answer. (Pid 0 is an opener outside our pid namespace: the
+		// kernel has no pidfd for it, and it may well wait.)
+		d.stats.OpenerGone.Add(1)
+		d.answerEvent(ev, policy.Allow, now)
 		return
+	}
+	uid := unknownUID
+	if ev.Pidfd >= 0 {
+		if u, err := d.kern.OpenerUID(ev.Pidfd); err == nil {
+			uid = u
+		}
 	}
 	fi, err := d.kern.Stat(ev.Fd)
 	switch {
 	case err != nil:
 		d.stats.Errors.Add(1)
-		d.answerNow(ev.Fd, d.cfg.OnError, now)
+		d.answerEvent(ev, d.cfg.OnError, now)
 		return
 	case !fi.IsRegular():
 		d.stats.NotRegular.Add(1)
-		d.answerNow(ev.Fd, policy.Allow, now)
-		return
-	case fi.Stamp.Size > d.cfg.MaxFileSize:
-		d.stats.Oversize.Add(1)
-		d.answerNow(ev.Fd, d.cfg.OnOversize, now)
+		d.answerEvent(ev, policy.Allow, now)
 		return
 	}
+	// A known detection is denied before any exclusion applies: an
+	// exclusion spares a file its scan, never its verdict.
 	gen := d.rules.Load().gen
 	if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, gen); ok {
 		d.stats.CacheHits.Add(1)
 		d.answerCached(ev, v, det, now)
 		return
 	}
-	if d.inflight.Load() >= int64(d.cfg.MaxPending) {
+	if d.excluded(ev, fi, uid, scratch) {
+		d.stats.Excluded.Add(1)
+		d.answerEvent(ev, policy.Allow, now)
+		return
+	}
+	if fi.Stamp.Size > d.cfg.MaxFileSize {
+		d.stats.Oversize.Add(1)
+		d.answerEvent(ev, d.cfg.OnOversize, now)
+		return
+	}
+	if d.inflight.Load() >= int64(d.cfg.MaxPending) || !d.sched.admit(uid) {
 		d.stats.CacheMisses.Add(1)
 		d.stats.Overloaded.Add(1)
-		d.answerNow(ev.Fd, d.cfg.OnOverload, now)
+		d.unscanned.add(uid, unscannedOverload)
+		d.answerEvent(ev, d.cfg.OnOverload, now)
 		return
 	}
 	d.scansMu.Lock()
 	l := d.scans[fi.ID]
 	switch {
-	case l != nil && l.info.Stamp == fi.Stamp:
-		// The same file and stamp are being scanned: wait for that verdict.
+	case l != nil && l.info.Stamp == fi.Stamp && (!l.answered.Load() || l.started.Load()):
+		// The same file and stamp are being scanned, or wait for a worker
+		// with an open still held: wait for that verdict. (A scan already
+		// answered by the budget that still waits for a worker waits
+		// behind every open held: this open gets a scan of its own.)
 		d.inflight.Add(1)
 		j := d.jobs.Get().(*job)
-		j.start(ev, fi, now)
+		j.start(ev, uid, fi, now)
 		l.followers = append(l.followers, j)
 		d.scansMu.Unlock()
 		d.stats.CacheMisses.Add(1)
@@ -709,27 +775,83 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		// before it left scans, under scansMu: look again.
 		if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, gen); ok {
 			d.scansMu.Unlock()
+			d.sched.leave(uid)
 			d.stats.CacheHits.Add(1)
 			d.answerCached(ev, v, det, now)
 			return
 		}
-	default:
+	case l.info.Stamp != fi.Stamp:
 		// The file changed since that scan began: its verdict will not be
 		// cached, this newer scan's will.
 		l.dirty = true
 	}
 	d.inflight.Add(1)
 	j := d.jobs.Get().(*job)
-	j.start(ev, fi, now)
+	j.start(ev, uid, fi, now)
 	d.scans[fi.ID] = j
 	d.scansMu.Unlock()
 	d.stats.CacheMisses.Add(1)
-	d.queue <- j // never blocks: cap(queue) == MaxPending ≥ inflight
+	d.sched.push(j) // never blocks
+}
+
+// stillWaiting reports whether an open waits for j's scan: j's own, or one
+// of its followers'. The scheduler asks it of a job it is about to hand
+// out.
+func (d *Daemon) stillWaiting(j *job) bool {
+	if !j.answered.Load() {
+		return true
+	}
+	d.scansMu.Lock()
+	defer d.scansMu.Unlock()
+	for _, f := range j.followers {
+		if !f.answered.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// dropLate finishes a job the scheduler dropped from its late queue: its
+// open was answered by the budget, and its scan will not run. Nothing is
+// cached, so the file's next open scans; an open that waits for it (it
+// came while the job was queued) is answered on_overload.
+func (d *Daemon) dropLate(j *job) {
+	d.stats.LateDropped.Add(1)
+	d.scansMu.Lock()
+	if d.scans[j.info.ID] == j {
+		delete(d.scans, j.info.ID)
+	}
+	followers := j.followers
+	d.scansMu.Unlock()
+	for _, f := range followers {
+		if f.answer(d.cfg.OnOverload) {
+			d.stats.Overloaded.Add(1)
+			d.unscanned.add(f.uid, unscannedOverload)
+		}
+		f.done()
+	}
+	j.done()
+}
+
+// closePidfd closes an event's pidfd, if it has one.
+func (d *Daemon) closePidfd(pidfd int32) {
+	if pidfd >= 0 {
+		d.kern.CloseFd(pidfd)
+	}
+}
+
+// kernelDenied counts an open the kernel denied because it could not
+// open the file for us, and logs the 1st, 2nd, 4th, 8th... of them.
+func (d *Daemon) kernelDenied(err error) {
+	if c := d.stats.KernelDenied.Add(1); c&(c-1) == 0 {
+		d.log.Error("the kernel denied an open it could not pass on (out of fds or memory?)",
+			zap.Uint64("count", c), zap.Error(err))
+	}
 }
 
 // answerCached answers an event from the daemon's cache.
 func (d *Daemon) answerCached(ev fan.Event, v policy.Verdict, det *detection, now time.Time) {
-	d.answerNow(ev.Fd, v, now)
+	d.answerEvent(ev, v, now)
 	if det != nil {
 		d.cachedDetection(ev, v, det)
 	}
@@ -747,13 +869,15 @@ func (d *Daemon) cachedDetection(ev fan.Event, v policy.Verdict, det *detection)
 	}
 }
 
-// answerNow answers an event on the fast path and closes its fd.
-func (d *Daemon) answerNow(fd int32, v policy.Verdict, read time.Time) {
-	if err := d.kern.Respond(fd, v == policy.Allow); err != nil {
+// answerEvent answers an event on the fast path and closes its fd and
+// pidfd.
+func (d *Daemon) answerEvent(ev fan.Event, v policy.Verdict, read time.Time) {
+	if err := d.kern.Respond(ev.Fd, v == policy.Allow); err != nil {
 		d.stats.AnswerErrors.Add(1)
 	}
 	d.stats.Decision.Record(time.Since(read))
-	d.kern.CloseFd(fd)
+	d.kern.CloseFd(ev.Fd)
+	d.closePidfd(ev.Pidfd)
 }
 
 // watchWrites reads the notification group: a writer closed a file, so its
@@ -767,6 +891,7 @@ func (d *Daemon) watchWrites() error {
 		if errors.Is(err, fan.ErrEventDenied) {
 			// An invalidation was lost with its event: drop every cached
 			// verdict rather than trust one that may be stale.
+			d.stats.InvalidationsLost.Add(1)
 			d.invalidateAll("a writer's close could not be read")
 			continue
 		}
@@ -782,10 +907,16 @@ func (d *Daemon) watchWrites() error {
 				return fmt.Errorf("parsing events: %w", err)
 			}
 			off += size
-			if ev.IsOverflow() {
+			switch {
+			case ev.IsOverflow():
 				d.invalidateAll("the notification queue overflowed")
-			}
-			if ev.Fd >= 0 {
+			case ev.Fd < 0:
+				// FAN_REPORT_FD_ERROR: a writer closed a file the kernel
+				// could not open for us without waiting (a lease on it,
+				// or we are out of fds). Which file, it does not say.
+				d.stats.InvalidationsLost.Add(1)
+				d.invalidateAll("a writer's close came for a file the kernel could not open for us: " + syscall.Errno(-ev.Fd).Error())
+			default:
 				d.invalidate(ev.Fd)
 				d.kern.CloseFd(ev.Fd)
 			}
@@ -825,24 +956,94 @@ func (d *Daemon) invalidateAll(why string) {
 	d.cache.clear()
 }
 
-// excluded checks the configured exclusions. Each check costs a system call
-// on /proc and is made only when its list is non-empty.
-func (d *Daemon) excluded(ev fan.Event, scratch []byte) bool {
+// excluded checks the configured exclusions, by identity: an opener
+// cannot make a file or a program look excluded by naming it so.
+//   - exclude_uids: the opener's real uid, from its pidfd.
+//   - exclude_exe: the file the opener runs (device and inode of
+//     /proc/<pid>/exe, which cannot block), against the files the
+//     configured paths led to, in the daemon's mount namespace, when last
+//     looked up (watchExeIDs). A program bind-mounted over an excluded one
+//     in a namespace of the opener's is another file.
+//   - exclude_paths: the path of the event fd, but only where the file was
+//     opened through a mount of a trusted namespace (the host's or the
+//     daemon's own): in a mount namespace of its own, an opener can make
+//     any file appear at any path.
+//
+// Each check costs a system call and is made only when its list is
+// non-empty.
+func (d *Daemon) excluded(ev fan.Event, fi fan.FileInfo, uid uint32, scratch []byte) bool {
 	e := d.excl
-	if e.HasUIDs() {
-		if uid, err := fan.ProcUID(ev.Pid); err == nil && e.UID(uid) {
-			return true
-		}
+	if e.HasUIDs() && uid != unknownUID && e.UID(uid) {
+		return true
 	}
 	if e.HasExe() {
-		if exe, err := fan.ExePath(ev.Pid, scratch); err == nil && e.Exe(exe) {
-			return true
+		if ids := d.exeIDs.Load(); ids != nil && len(*ids) > 0 {
+			if id, err := fan.ExeID(ev.Pid); err == nil {
+				if _, ok := (*ids)[id]; ok {
+					return true
+				}
+			}
 		}
 	}
-	if e.HasPaths() {
+	if e.HasPaths() && d.trustedMount(fi.MountID) {
 		if p, err := fan.FdPath(ev.Fd, scratch); err == nil && e.Path(p) {
 			return true
 		}
 	}
 	return false
+}
+
+// mountTrust tells whether a mount, by its unique id, belongs to a mount
+// namespace whose paths are the administrator's (the host's or the
+// daemon's own). Safe for concurrent use, allocation-free.
+type mountTrust interface {
+	Trusted(uniqueMountID uint64) bool
+}
+
+type trustAllMounts struct{}
+
+func (trustAllMounts) Trusted(uint64) bool { return true }
+
+// trustedMount reports whether a file opened through mount id (a unique
+// mount id) was opened through a mount of the host's or the daemon's own
+// mount namespace, so that its path is one an administrator can have
+// named.
+func (d *Daemon) trustedMount(id uint64) bool {
+	if d.mounts == nil {
+		return false
+	}
+	return d.mounts.Trusted(id)
+}
+
+// exeIDsRefresh is how often the exclude_exe paths are looked up again: a
+// package upgrade replaces a program by a new file.
+const exeIDsRefresh = 10 * time.Second
+
+// watchExeIDs looks the exclude_exe paths up again every exeIDsRefresh
+// until ctx is done.
+func (d *Daemon) watchExeIDs(ctx context.Context) {
+	t := time.NewTicker(exeIDsRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.refreshExeIDs()
+		}
+	}
+}
+
+// refreshExeIDs looks up the files the exclude_exe paths lead to now. A
+// path that leads nowhere excludes nothing until it does. Between an
+// upgrade of an excluded program and the next look up, the new program is
+// scanned: the safe side.
+func (d *Daemon) refreshExeIDs() {
+	ids := make(map[fan.FileID]string, len(d.cfg.Protect.ExcludeExe))
+	for _, p := range d.cfg.Protect.ExcludeExe {
+		if id, err := fan.PathID(p); err == nil {
+			ids[id] = p
+		}
+	}
+	d.exeIDs.Store(&ids)
 }

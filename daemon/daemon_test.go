@@ -19,31 +19,57 @@ import (
 // any scan.
 func TestHandleFastPath(t *testing.T) {
 	const own = 4242
-	open := func(fd int32) fan.Event { return fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: fd, Pid: 1} }
+	// Events carry a pidfd 100+fd of an opener of uid 1000, unless set.
+	open := func(fd int32) fan.Event {
+		return fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: fd, Pid: 1, Pidfd: 100 + fd}
+	}
 	file := func(ino uint64, size int64, mode uint32) fan.FileInfo {
 		return fan.FileInfo{ID: fan.FileID{Dev: 1, Ino: ino}, Stamp: fan.Stamp{CtimeNs: 5, Size: size}, Mode: mode}
 	}
 	tests := []struct {
-		name       string
-		events     []fan.Event
-		files      map[int32]fan.FileInfo
-		cached     []cacheEntry
-		maxPending int
-		inflight   int64
-		wantAnswer map[int32]bool // fd → allowed
-		wantClosed map[int32]int
-		wantQueued int
-		wantWaits  uint64
+		name        string
+		events      []fan.Event
+		uids        map[int32]uint32 // by pidfd, beyond the default 1000
+		files       map[int32]fan.FileInfo
+		cached      []cacheEntry
+		maxPending  int
+		perUID      int
+		excludeUIDs []uint32
+		inflight    int64
+		wantAnswer  map[int32]bool // fd → allowed
+		wantClosed  map[int32]int
+		wantQueued  int
+		wantWaits   uint64
+		wantDenied  uint64 // by the kernel
+		wantOver    map[uint32]uint64
 	}{
-		{name: "own pid allowed at once", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: own}},
+		{name: "own pid allowed at once", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: own, Pidfd: fan.NoPidfd}},
 			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
 		{name: "other pid queued", events: []fan.Event{open(3)},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
+		{name: "opener gone: allowed at once", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 1, Pidfd: -int32(unix.ESRCH)}},
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+		{name: "no pidfd (out of fds): queued, uid unknown", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 1, Pidfd: -int32(unix.EMFILE)}},
+			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
+		{name: "kernel could not open the file: nothing to answer", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: -int32(unix.EMFILE), Pid: 1, Pidfd: 103}},
+			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantDenied: 1},
 		{name: "overload answered with on_overload", events: []fan.Event{open(3)},
-			maxPending: 2, inflight: 2, wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
-		{name: "notification event closed, not answered", events: []fan.Event{{Mask: unix.FAN_CLOSE_WRITE, Fd: 3, Pid: 1}},
+			maxPending: 2, inflight: 2, wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1},
+			wantOver: map[uint32]uint64{1000: 1}},
+		{name: "one user's opens beyond max_pending_per_uid get on_overload, another's do not",
+			events: []fan.Event{open(3), open(4), open(5), open(6)},
+			uids:   map[int32]uint32{106: 0},
+			perUID: 2, wantAnswer: map[int32]bool{5: false}, wantClosed: map[int32]int{5: 1}, wantQueued: 3,
+			wantOver: map[uint32]uint64{1000: 1}},
+		{name: "excluded uid allowed at once", events: []fan.Event{open(3)}, excludeUIDs: []uint32{1000},
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+		{name: "excluded uid: a known detection is denied all the same", events: []fan.Event{open(3)}, excludeUIDs: []uint32{1000},
+			files:      map[int32]fan.FileInfo{3: file(9, 10, unix.S_IFREG|0o644)},
+			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 5, Size: 10}, gen: 1, verdict: policy.Deny, det: &detection{rule: "r"}}},
+			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
+		{name: "notification event closed, not answered", events: []fan.Event{{Mask: unix.FAN_CLOSE_WRITE, Fd: 3, Pid: 1, Pidfd: fan.NoPidfd}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{3: 1}},
-		{name: "overflow counted, nothing to answer", events: []fan.Event{{Mask: unix.FAN_Q_OVERFLOW, Fd: fan.NoFd}},
+		{name: "overflow counted, nothing to answer", events: []fan.Event{{Mask: unix.FAN_Q_OVERFLOW, Fd: fan.NoFd, Pidfd: fan.NoPidfd}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}},
 		{name: "not a regular file allowed", events: []fan.Event{open(3)},
 			files:      map[int32]fan.FileInfo{3: file(3, 0, unix.S_IFIFO|0o644)},
@@ -76,10 +102,14 @@ func TestHandleFastPath(t *testing.T) {
 			if tt.maxPending != 0 {
 				d.cfg.MaxPending = tt.maxPending
 			}
+			d.cfg.MaxPendingPerUID = d.cfg.MaxPending
+			if tt.perUID != 0 {
+				d.cfg.MaxPendingPerUID = tt.perUID
+			}
 			d.cfg.OnOverload = policy.Deny
 			d.cfg.OnOversize = policy.Deny
-			d.excl = policy.NewExclusions(policy.ProtectConfig{})
-			d.queue = make(chan *job, d.cfg.MaxPending)
+			d.excl = policy.NewExclusions(policy.ProtectConfig{ExcludeUIDs: tt.excludeUIDs})
+			d.sched = newSched(d.cfg.MaxPending, d.cfg.MaxPendingPerUID)
 			d.cache = newVerdictCache(100, &d.stats)
 			for _, e := range tt.cached {
 				d.cache.store(e)
@@ -87,6 +117,14 @@ func TestHandleFastPath(t *testing.T) {
 			d.inflight.Store(tt.inflight)
 			for fd, fi := range tt.files {
 				k.files[fd] = fi
+			}
+			for _, ev := range tt.events {
+				if ev.Pidfd >= 0 {
+					k.uids[ev.Pidfd] = 1000
+				}
+			}
+			for pidfd, uid := range tt.uids {
+				k.uids[pidfd] = uid
 			}
 			var scratch [4096]byte
 			for _, ev := range tt.events {
@@ -101,15 +139,31 @@ func TestHandleFastPath(t *testing.T) {
 			if diff := cmp.Diff(tt.wantClosed, k.closes); diff != "" {
 				t.Errorf("closes (-want +got):\n%s", diff)
 			}
-			if len(d.queue) != tt.wantQueued {
-				t.Errorf("queued %d, want %d", len(d.queue), tt.wantQueued)
+			if waiting, _ := d.sched.queued(); waiting != tt.wantQueued {
+				t.Errorf("queued %d, want %d", waiting, tt.wantQueued)
 			}
 			if got := d.stats.DedupWaits.Load(); got != tt.wantWaits {
 				t.Errorf("dedup waits %d, want %d", got, tt.wantWaits)
 			}
+			if got := d.stats.KernelDenied.Load(); got != tt.wantDenied {
+				t.Errorf("kernel denied %d, want %d", got, tt.wantDenied)
+			}
+			over := map[uint32]uint64{}
+			for _, u := range d.unscanned.snapshot() {
+				over[u.UID] = u.Overloaded
+			}
+			if tt.wantOver == nil {
+				tt.wantOver = map[uint32]uint64{}
+			}
+			if diff := cmp.Diff(tt.wantOver, over); diff != "" {
+				t.Errorf("overloaded by uid (-want +got):\n%s", diff)
+			}
 			// The waiting events get the verdict of the scan they wait for.
-			for len(d.queue) > 0 {
-				j := <-d.queue
+			for {
+				j, _ := d.sched.pop(d.stillWaiting, nil)
+				if j == nil {
+					break
+				}
 				followers := append([]*job(nil), j.followers...)
 				for _, f := range followers {
 					f.finish(policy.Deny)
@@ -119,6 +173,15 @@ func TestHandleFastPath(t *testing.T) {
 			}
 			if d.inflight.Load() != tt.inflight {
 				t.Errorf("inflight %d after the scans, want %d", d.inflight.Load(), tt.inflight)
+			}
+			// Every pidfd the events brought is closed, once.
+			for _, ev := range tt.events {
+				if ev.Pidfd >= 0 && k.pidfdCloses[ev.Pidfd] != 1 {
+					t.Errorf("pidfd %d closed %d times, want 1", ev.Pidfd, k.pidfdCloses[ev.Pidfd])
+				}
+			}
+			if len(d.sched.users) != 0 {
+				t.Errorf("scheduler still counts jobs of %d users", len(d.sched.users))
 			}
 		})
 	}
@@ -131,7 +194,7 @@ func BenchmarkHandleOwnPid(b *testing.B) {
 	d.kern = nopKernel{}
 	d.pid = 7
 	d.excl = policy.NewExclusions(policy.ProtectConfig{})
-	ev := fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 7}
+	ev := fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 7, Pidfd: fan.NoPidfd}
 	var scratch [4096]byte
 	now := time.Now()
 	b.ReportAllocs()
@@ -152,10 +215,11 @@ func TestHandleOwnPidAllocs(t *testing.T) {
 
 type nopKernel struct{}
 
-func (nopKernel) Respond(int32, bool) error { return nil }
-func (nopKernel) CloseFd(int32) error       { return nil }
-func (nopKernel) Ignore(int32) error        { return nil }
-func (nopKernel) Unignore(int32) error      { return nil }
+func (nopKernel) Respond(int32, bool) error       { return nil }
+func (nopKernel) CloseFd(int32) error             { return nil }
+func (nopKernel) Ignore(int32) error              { return nil }
+func (nopKernel) Unignore(int32) error            { return nil }
+func (nopKernel) OpenerUID(int32) (uint32, error) { return 0, nil }
 func (nopKernel) Stat(int32) (fan.FileInfo, error) {
 	return fan.FileInfo{Mode: unix.S_IFREG | 0o644}, nil // the file of the zero FileID and Stamp
 }

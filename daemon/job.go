@@ -19,12 +19,17 @@ type job struct {
 	d     *Daemon
 	timer *time.Timer // fires expire; created once, re-armed per event
 
-	fd   int32
-	pid  int32
-	info fan.FileInfo // stated by the reader, before the scan
-	read time.Time    // when the reader read the event: the budget counts from here
+	fd    int32
+	pid   int32
+	pidfd int32        // the opener's pidfd, or < 0; closed on release unless taken (takePidfd)
+	uid   uint32       // the opener's real uid (unknownUID if the kernel could not say)
+	info  fan.FileInfo // stated by the reader, before the scan
+	read  time.Time    // when the reader read the event: the budget counts from here
+
+	vstart uint64 // start tag in the scheduler's fair queueing (sched.push)
 
 	answered atomic.Bool
+	started  atomic.Bool // a worker took it (for the reader: a scan of an answered job that still runs is worth waiting for)
 	refs     atomic.Int32
 
 	// Guarded by Daemon.scansMu while the job is in Daemon.scans:
@@ -39,12 +44,14 @@ func newJob(d *Daemon) *job {
 	return j
 }
 
-// start arms a recycled job for ev. Only the reader calls it.
-func (j *job) start(ev fan.Event, fi fan.FileInfo, read time.Time) {
-	j.fd, j.pid, j.info, j.read = ev.Fd, ev.Pid, fi, read
+// start arms a recycled job for ev, of an opener with uid, admitted by
+// the scheduler. It takes ev's pidfd. Only the reader calls it.
+func (j *job) start(ev fan.Event, uid uint32, fi fan.FileInfo, read time.Time) {
+	j.fd, j.pid, j.pidfd, j.uid, j.info, j.read = ev.Fd, ev.Pid, ev.Pidfd, uid, fi, read
 	j.dirty = false
 	j.followers = j.followers[:0]
 	j.answered.Store(false)
+	j.started.Store(false)
 	j.refs.Store(2) // the scanning side's and the timer's
 	j.timer.Reset(j.d.cfg.Budget - time.Since(read))
 }
@@ -80,8 +87,16 @@ func (j *job) answerMarked(v policy.Verdict, mark bool) (answered, marked bool) 
 func (j *job) expire() {
 	if j.answer(j.d.cfg.OnTimeout) {
 		j.d.stats.TimedOut.Add(1)
+		j.d.unscanned.add(j.uid, unscannedTimeout)
 	}
 	j.release()
+}
+
+// takePidfd hands the opener's pidfd over to the caller, who closes it.
+func (j *job) takePidfd() int32 {
+	p := j.pidfd
+	j.pidfd = -1
+	return p
 }
 
 // done is the scanning side's way out: stop the timer (dropping its
@@ -109,7 +124,12 @@ func (j *job) release() {
 	d := j.d
 	d.kern.CloseFd(j.fd)
 	j.fd = -1
+	if j.pidfd >= 0 {
+		d.kern.CloseFd(j.pidfd)
+		j.pidfd = -1
+	}
 	clear(j.followers)
 	d.inflight.Add(-1)
+	d.sched.leave(j.uid)
 	d.jobs.Put(j)
 }

@@ -29,11 +29,16 @@ type fakeKernel struct {
 	files map[int32]fan.FileInfo
 	// ignored counts Ignore calls per fd.
 	ignored map[int32]int
+	// uids are the openers' uids by pidfd; pidfds not in it are bad.
+	uids map[int32]uint32
+	// pidfdCloses counts closes of pidfds (fds in uids).
+	pidfdCloses map[int32]int
 }
 
 func newFakeKernel(t *testing.T) *fakeKernel {
 	return &fakeKernel{t: t, answers: map[int32]int{}, closes: map[int32]int{}, allowed: map[int32]bool{},
-		notification: map[int32]bool{}, files: map[int32]fan.FileInfo{}, ignored: map[int32]int{}}
+		notification: map[int32]bool{}, files: map[int32]fan.FileInfo{}, ignored: map[int32]int{},
+		uids: map[int32]uint32{}, pidfdCloses: map[int32]int{}}
 }
 
 func (k *fakeKernel) Respond(fd int32, allow bool) error {
@@ -70,9 +75,22 @@ func (k *fakeKernel) Unignore(fd int32) error {
 	return nil
 }
 
+func (k *fakeKernel) OpenerUID(pidfd int32) (uint32, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if uid, ok := k.uids[pidfd]; ok {
+		return uid, nil
+	}
+	return 0, unix.EBADF
+}
+
 func (k *fakeKernel) CloseFd(fd int32) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if _, ok := k.uids[fd]; ok {
+		k.pidfdCloses[fd]++
+		return nil
+	}
 	if k.answers[fd] == 0 && !k.notification[fd] {
 		k.t.Errorf("fd %d closed before it was answered", fd)
 	}
@@ -85,7 +103,9 @@ func testDaemon(t *testing.T, budget time.Duration) (*Daemon, *fakeKernel) {
 	cfg := policy.Default()
 	cfg.Budget = budget
 	cfg.OnTimeout = policy.Allow
-	d := &Daemon{cfg: cfg, kern: k, log: zap.NewNop(), scans: map[fan.FileID]*job{}}
+	d := &Daemon{cfg: cfg, kern: k, log: zap.NewNop(), scans: map[fan.FileID]*job{},
+		sched: newSched(cfg.MaxPending, cfg.MaxPendingPerUID), detections: newDetectionQueue(),
+		talkSamples: make(chan talkSample, talkSamples)}
 	d.rules.Store(newRuleSet(nil, 1))
 	d.jobs.New = func() any { return newJob(d) }
 	return d, k
@@ -105,7 +125,7 @@ func TestJobAnswerOnce(t *testing.T) {
 	for i := range n {
 		d.inflight.Add(1)
 		j := d.jobs.Get().(*job)
-		j.start(fan.Event{Fd: int32(i), Pid: 1}, fan.FileInfo{}, time.Now())
+		j.start(fan.Event{Fd: int32(i), Pid: 1, Pidfd: fan.NoPidfd}, 0, fan.FileInfo{}, time.Now())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -151,7 +171,7 @@ func TestJobDeadline(t *testing.T) {
 	d.inflight.Add(1)
 	j := d.jobs.Get().(*job)
 	read := time.Now()
-	j.start(fan.Event{Fd: 7, Pid: 1}, fan.FileInfo{}, read)
+	j.start(fan.Event{Fd: 7, Pid: 1, Pidfd: fan.NoPidfd}, 0, fan.FileInfo{}, read)
 	for {
 		k.mu.Lock()
 		answered := k.answers[7]
@@ -196,7 +216,7 @@ func TestJobDeadline(t *testing.T) {
 // a freed set cannot be taken again (a worker then takes the newer one).
 func TestRuleSetRefs(t *testing.T) {
 	s := newRuleSet(nil, 1) // the daemon's reference
-	for range 2 { // two workers
+	for range 2 {           // two workers
 		if !s.acquire() {
 			t.Fatal("acquire of a set in force failed")
 		}

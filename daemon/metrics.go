@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,47 +20,56 @@ import (
 
 // counterHelp describes the counters of Stats.counters, by name.
 var counterHelp = map[string]string{
-	"events":               "Permission events read.",
-	"own_pid":              "Events allowed at once: opened by the daemon itself.",
-	"excluded":             "Events allowed at once by exclude_paths, exclude_exe or exclude_uids.",
-	"overloaded":           "Events answered at once with on_overload: max_pending was reached.",
-	"overflows":            "Queue overflow alarms from the kernel.",
-	"not_regular":          "Events allowed without a scan: not a regular file.",
-	"oversize":             "Events answered with on_oversize: above max_file_size.",
-	"scans":                "YARA scans run.",
-	"bytes_scanned":        "Bytes scanned.",
-	"detections":           "Scans with at least one matching rule.",
-	"late_detections":      "Detections that came after the budget ran out.",
-	"timed_out":            "Events answered with on_timeout by the deadline.",
-	"errors":               "Events answered with on_error: unreadable or unscannable.",
-	"answer_errors":        "Answers the kernel refused.",
-	"parse_errors":         "Malformed event records.",
-	"kernel_denied":        "Events the kernel denied itself: it could not open an fd for the daemon.",
-	"cache_hits":           "Events answered from the daemon's verdict cache.",
-	"cache_misses":         "Verdict cache lookups that found nothing valid.",
-	"cache_evictions":      "Verdict cache entries evicted to stay within cache.entries.",
-	"cache_entries":        "Verdict cache entries held now.",
-	"cached_denials":       "Denials answered from the cache, without a rescan.",
-	"kernel_marks_added":   "Ignore marks added in the kernel.",
-	"kernel_marks_removed": "Ignore marks removed: stamp moved, file written, rules changed.",
-	"kernel_flushes":       "Times all ignore marks were dropped at once.",
-	"dedup_waits":          "Events that waited for a scan of the same file already running.",
-	"invalidations":        "Writers' closes seen (FAN_CLOSE_WRITE).",
-	"allow_listed":         "Detections let through by the allow list.",
-	"record_errors":        "Detections that could not be recorded.",
-	"quarantined":          "Files moved into the vault.",
-	"quarantine_errors":    "Quarantine moves that failed.",
-	"reloads":              "Rule sets loaded after the first.",
-	"reload_failures":      "Reloads that kept the rules in force.",
-	"log_dropped":          "Log entries dropped by the logger's queue.",
-	"latency_p50_us":       "Median decision latency (read to answer), in microseconds.",
-	"latency_p99_us":       "99th percentile of the decision latency, in microseconds.",
-	"latency_max_us":       "Largest decision latency seen, in microseconds.",
+	"events":                 "Permission events read.",
+	"own_pid":                "Events allowed at once: opened by the daemon itself.",
+	"excluded":               "Events allowed at once by exclude_paths, exclude_exe or exclude_uids.",
+	"overloaded":             "Events answered at once with on_overload: max_pending was reached.",
+	"overflows":              "Queue overflow alarms from the kernel.",
+	"not_regular":            "Events allowed without a scan: not a regular file.",
+	"oversize":               "Events answered with on_oversize: above max_file_size.",
+	"scans":                  "YARA scans run.",
+	"bytes_scanned":          "Bytes scanned.",
+	"detections":             "Scans with at least one matching rule.",
+	"late_detections":        "Detections that came after the budget ran out.",
+	"timed_out":              "Events answered with on_timeout by the deadline.",
+	"errors":                 "Events answered with on_error: unreadable or unscannable.",
+	"answer_errors":          "Answers the kernel refused.",
+	"parse_errors":           "Malformed event records.",
+	"kernel_denied":          "Events the kernel denied itself: it could not open an fd for the daemon.",
+	"cache_hits":             "Events answered from the daemon's verdict cache.",
+	"cache_misses":           "Verdict cache lookups that found nothing valid.",
+	"cache_evictions":        "Verdict cache entries evicted to stay within cache.entries.",
+	"cache_entries":          "Verdict cache entries held now.",
+	"cached_denials":         "Denials answered from the cache, without a rescan.",
+	"kernel_marks_added":     "Ignore marks added in the kernel.",
+	"kernel_marks_removed":   "Ignore marks removed: stamp moved, file written, rules changed.",
+	"kernel_flushes":         "Times all ignore marks were dropped at once.",
+	"dedup_waits":            "Events that waited for a scan of the same file already running.",
+	"invalidations":          "Writers' closes seen (FAN_CLOSE_WRITE).",
+	"allow_listed":           "Detections let through by the allow list.",
+	"record_errors":          "Detections that could not be recorded.",
+	"quarantined":            "Files moved into the vault.",
+	"quarantine_errors":      "Quarantine moves that failed.",
+	"reloads":                "Rule sets loaded after the first.",
+	"reload_failures":        "Reloads that kept the rules in force.",
+	"log_dropped":            "Log entries dropped by the logger's queue.",
+	"latency_p50_us":         "Median decision latency (read to answer), in microseconds.",
+	"latency_p99_us":         "99th percentile of the decision latency, in microseconds.",
+	"latency_max_us":         "Largest decision latency seen, in microseconds.",
+	"opener_gone":            "Opens allowed at once because the opener had exited before the event was read.",
+	"late_scans":             "Scans of files whose open the budget had answered before a worker was free.",
+	"late_dropped":           "Files whose open the budget answered and that were left unscanned (too many waiting); they stay uncached.",
+	"detections_deferred":    "Detections not queued for the record (queue full): the file stays uncached and is detected again at its next open.",
+	"detections_coalesced":   "Repeats of a recent detection (same file, content, user, program and rules) counted in its record.",
+	"invalidations_lost":     "Writers' closes the kernel could not pass on (a lease, no fds): every cached verdict was dropped.",
+	"opener_reads_abandoned": "Reads under an opener's /proc for a record given up (the opener held them) or not tried (too many held).",
+	"vault_full":             "Quarantine moves refused because the vault would pass max_bytes; the file stays, denied.",
+	"foreign_filesystems":    "Filesystems marked in other mount namespaces (containers, user namespaces), now.",
 }
 
 // isLevel tells the counters that are levels (gauges), not running totals.
 func isLevel(name string) bool {
-	return name == "cache_entries" || strings.HasPrefix(name, "latency_")
+	return name == "cache_entries" || name == "foreign_filesystems" || strings.HasPrefix(name, "latency_")
 }
 
 // collector is the daemon's prometheus.Collector.
@@ -69,6 +79,7 @@ type collector struct {
 	counters map[string]*prometheus.Desc
 
 	queue, inflight, busy, workers, filesystems, healthy *prometheus.Desc
+	unscanned, recording                                 *prometheus.Desc
 	rules, rulesInfo, rulesLoad                          *prometheus.Desc
 	fds, goroutines, uptime, build                       *prometheus.Desc
 	decision, scan                                       *prometheus.Desc
@@ -96,6 +107,8 @@ func newCollector(d *Daemon) *collector {
 	c.workers = g("workers", "Scan workers.")
 	c.filesystems = g("protected_filesystems", "Filesystems marked for permission events.")
 	c.healthy = g("healthy", "1 when the pipeline makes progress (what the watchdog checks), else 0.")
+	c.recording = g("recording_healthy", "1 while detections are recorded (the last write of the record worked), else 0.")
+	c.unscanned = g("unscanned_opens_total", "Opens answered without a scan by on_timeout or on_overload, by the opener's uid (-1: unknown, -2: the uids beyond the first 1024).", "uid", "reason")
 	c.rules = g("rules", "Rules in force.")
 	c.rulesInfo = g("rules_info", "The generation of the rules in force.", "generation")
 	c.rulesLoad = g("rules_load_seconds", "How long loading the rules in force took.")
@@ -112,7 +125,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.counters {
 		ch <- d
 	}
-	for _, d := range []*prometheus.Desc{c.queue, c.inflight, c.busy, c.workers, c.filesystems, c.healthy,
+	for _, d := range []*prometheus.Desc{c.queue, c.inflight, c.busy, c.workers, c.filesystems, c.healthy, c.recording, c.unscanned,
 		c.rules, c.rulesInfo, c.rulesLoad, c.fds, c.goroutines, c.uptime, c.build, c.decision, c.scan} {
 		ch <- d
 	}
@@ -134,12 +147,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
 	}
-	gauge(c.queue, float64(len(d.queue)))
+	waiting, _ := d.sched.queued()
+	gauge(c.queue, float64(waiting))
 	gauge(c.inflight, float64(d.inflight.Load()))
 	gauge(c.busy, float64(d.busyWorkers()))
 	gauge(c.workers, float64(len(d.workers)))
 	gauge(c.filesystems, float64(d.filesystems.Load()))
 	gauge(c.healthy, boolFloat(d.Healthy()))
+	gauge(c.recording, boolFloat(d.recordErr.Load() == nil))
+	for _, u := range d.unscanned.snapshot() {
+		uid := strconv.FormatInt(uidField(u.UID), 10)
+		ch <- prometheus.MustNewConstMetric(c.unscanned, prometheus.CounterValue, float64(u.TimedOut), uid, "timeout")
+		ch <- prometheus.MustNewConstMetric(c.unscanned, prometheus.CounterValue, float64(u.Overloaded), uid, "overload")
+	}
 	rs := d.rules.Load().rs
 	gauge(c.rules, float64(rs.Count))
 	gauge(c.rulesInfo, 1, rs.Generation)
@@ -173,11 +193,11 @@ func (d *Daemon) newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// busyWorkers counts the workers scanning now.
+// busyWorkers counts the workers on a job now.
 func (d *Daemon) busyWorkers() int {
 	n := 0
 	for _, w := range d.workers {
-		if w.scanning.Load() != 0 {
+		if w.busy.Load() != 0 {
 			n++
 		}
 	}
@@ -199,7 +219,9 @@ func openFds() (int, error) {
 }
 
 // unhealthyReason says why the daemon is not healthy (see Healthy); "" if
-// they all pass now.
+// they all pass now. It looks at the whole path from the kernel to the
+// answer: the reader, and each worker from the moment it takes a job to
+// the moment it lets go of it, whatever it is doing meanwhile.
 func (d *Daemon) unhealthyReason() string {
 	if d.readerDone.Load() {
 		return "the event reader stopped"
@@ -210,16 +232,46 @@ func (d *Daemon) unhealthyReason() string {
 		return fmt.Sprintf("the event reader is stuck on one batch for %v (more than twice the budget)",
 			time.Duration(now-since).Round(time.Millisecond))
 	}
-	if q := len(d.queue); q > 0 {
-		for _, w := range d.workers {
-			if since := w.scanning.Load(); since != 0 && now-since > limit {
-				return fmt.Sprintf("a scan has run for %v (more than twice the budget) with %d events waiting",
-					time.Duration(now-since).Round(time.Millisecond), q)
-			}
+	waiting, _ := d.sched.queued()
+	// A scan ends by scan_timeout; reading the file and wrapping the job
+	// up take no time the opener controls.
+	stuck := int64(d.cfg.ScanTimeout + 2*d.cfg.Budget)
+	for _, w := range d.workers {
+		since := w.busy.Load()
+		if since == 0 {
+			continue
+		}
+		switch age := now - since; {
+		case waiting > 0 && age > limit:
+			return fmt.Sprintf("a worker has been on one file for %v (more than twice the budget) with %d events waiting",
+				time.Duration(age).Round(time.Millisecond), waiting)
+		case age > stuck:
+			return fmt.Sprintf("a worker has been on one file for %v (past scan_timeout and twice the budget)",
+				time.Duration(age).Round(time.Millisecond))
 		}
 	}
 	return ""
 }
+
+// recordingProblem says why detections are not being recorded now, ""
+// when they are. It is part of the health the status reports, not of
+// what the watchdog checks: a daemon that cannot write its record (a full
+// disk) still denies what it detects, and a restart would not help.
+func (d *Daemon) recordingProblem() string {
+	if e := d.recordErr.Load(); e != nil {
+		return "detections are not being recorded: " + *e
+	}
+	if since := d.recorderBusy.Load(); since != 0 {
+		if age := time.Since(time.Unix(0, since)); age > recorderStuck {
+			return fmt.Sprintf("the recorder has been on one detection for %v", age.Round(time.Second))
+		}
+	}
+	return ""
+}
+
+// recorderStuck is how long one record (a SQLite transaction, a
+// quarantine move) may take before the status says so.
+const recorderStuck = time.Minute
 
 // rateWindow keeps samples of the events and scans counters, to tell the
 // rates over the last minute.
@@ -295,7 +347,10 @@ type Status struct {
 	Cache         StatusCache       `json:"cache"`
 	Counters      map[string]int64  `json:"counters"`
 	Detections    []RecentDetection `json:"last_detections"`
-	TopTalkers    StatusTalkers     `json:"top_talkers"`
+	// Unscanned counts, per uid of the opener, the opens answered without
+	// a scan by on_timeout or on_overload.
+	Unscanned  []UnscannedByUID `json:"unscanned_by_uid"`
+	TopTalkers StatusTalkers    `json:"top_talkers"`
 }
 
 // StatusTalkers are the executables and directories that caused the most
@@ -328,6 +383,7 @@ type StatusPipeline struct {
 	Workers     int   `json:"workers"`
 	BusyWorkers int   `json:"busy_workers"`
 	QueueDepth  int   `json:"queue_depth"`
+	LateJobs    int   `json:"late_jobs"` // answered by the budget before a worker was free, waiting for a scan
 	InFlight    int64 `json:"inflight"`
 	OpenFds     int   `json:"open_fds"`
 	Goroutines  int   `json:"goroutines"`
@@ -368,6 +424,7 @@ func latencyOf(h *latencyHistogram) StatusLatency {
 // status builds the document of GET /status.
 func (d *Daemon) status() Status {
 	now := time.Now()
+	waiting, late := d.sched.queued()
 	st := Status{
 		Version:       d.version,
 		PID:           os.Getpid(),
@@ -375,9 +432,10 @@ func (d *Daemon) status() Status {
 		UptimeSeconds: now.Sub(d.started).Seconds(),
 		Mode:          d.cfg.Mode.String(),
 		Health:        StatusHealth{Healthy: d.Healthy()},
+		Unscanned:     d.unscanned.named(d.owners),
 		Protected:     StatusProtected{Filesystems: d.filesystems.Load()},
 		Pipeline: StatusPipeline{Workers: len(d.workers), BusyWorkers: d.busyWorkers(),
-			QueueDepth: len(d.queue), InFlight: d.inflight.Load(), Goroutines: runtime.NumGoroutine()},
+			QueueDepth: waiting, LateJobs: late, InFlight: d.inflight.Load(), Goroutines: runtime.NumGoroutine()},
 		Latency:     latencyOf(&d.stats.Decision),
 		ScanLatency: latencyOf(&d.stats.Scan),
 		Counters:    d.stats.snapshot(),
@@ -389,6 +447,8 @@ func (d *Daemon) status() Status {
 		if st.Health.Reason == "" {
 			st.Health.Reason = "the pipeline was not making progress a moment ago"
 		}
+	} else if r := d.recordingProblem(); r != "" {
+		st.Health.Healthy, st.Health.Reason = false, r
 	}
 	rs := d.rules.Load().rs
 	st.Rules = StatusRules{Count: rs.Count, Files: len(rs.Files), Generation: rs.Generation,

@@ -28,25 +28,49 @@ type Recorder interface {
 	// Quarantine moves the detected file into the vault; the file is never
 	// lost, whatever happens meanwhile.
 	Quarantine(ctx context.Context, id int64, d *Detection) error
+	// Repeat adds repeats of detections recorded before to their records:
+	// the same file and content, opened again by the same user and
+	// program. One call for a batch.
+	Repeat(ctx context.Context, repeats []Repeat) error
+}
+
+// Repeat is the repeats of one recorded detection since they were last
+// added to its record.
+type Repeat struct {
+	ID    int64     // the record
+	Count int64     // repeats to add
+	Last  time.Time // when the last one happened
 }
 
 // Detection is what the daemon knows of one detection.
 type Detection struct {
-	Time            time.Time
-	Action          policy.Action  // what is done: ActionAudit, ActionDeny or ActionQuarantine
-	Verdict         policy.Verdict // the scan's verdict
-	Answered        policy.Verdict // the answer the open got
-	Late            bool           // the budget ran out first: the open got on_timeout
-	Matches         []scanner.Match
-	SHA256          string
-	Size            int64
-	Path            []byte // as the kernel gave it, bytes as they are
-	File            fan.FileInfo
-	PID             int32
-	Exe             string
-	Cmdline         []byte // NUL-separated, as /proc has it
-	UID             int64  // the opener's real uid, -1 if unknown
+	Time     time.Time
+	Action   policy.Action  // what is done: ActionAudit, ActionDeny or ActionQuarantine
+	Verdict  policy.Verdict // the scan's verdict
+	Answered policy.Verdict // the answer the open got
+	Late     bool           // the budget ran out first: the open got on_timeout
+	Matches  []scanner.Match
+	SHA256   string
+	Size     int64
+	Path     []byte // as the kernel gave it, bytes as they are
+	File     fan.FileInfo
+	PID      int32
+	Exe      string // the opener's executable, "" if it could not be read
+	Cmdline  []byte // NUL-separated, as /proc has it; at most maxCmdline bytes
+	// CmdlineTruncated: the command line was longer than Cmdline.
+	CmdlineTruncated bool
+	// OpenerExited: the opener was gone before it could be described (a
+	// denied program often exits at once): no Exe or Cmdline.
+	OpenerExited bool
+	// OpenerUnread: a read under the opener's /proc did not return in
+	// time (it can hold them: see describe.go), or too many such reads
+	// were still out to try.
+	OpenerUnread    bool
+	UID             int64 // the opener's real uid (from its pidfd, at the event), -1 if unknown
 	RulesGeneration string
+
+	pidfd int32 // the opener's pidfd, until describe closes it
+	size  int64 // what it holds in the detection queue, for its bound
 }
 
 // action is what a detection with these matches leads to: the strongest
@@ -70,41 +94,164 @@ func (d *Daemon) action(matches []scanner.Match) policy.Action {
 	return a
 }
 
-// detectionQueue bounds the detections waiting to be recorded. A worker
-// that finds it full waits: a detection is never dropped (the openers are
-// answered already, and the deadline answers those still waiting).
-const detectionQueue = 1024
-
-// record runs the detections through the recorder, one at a time: the
-// record is committed before the detection is logged, and a quarantine
-// move follows the record.
-func (d *Daemon) record(detections <-chan *Detection) {
+// record runs the described detections through the recorder, one at a
+// time, until in is closed: the record is committed before the detection
+// is logged, and a quarantine move follows the record. A repeat of a
+// detection recorded lately (the same file and content, opened again by
+// the same user with the same program, under the same rules) is not
+// recorded again: it is added to the earlier record's count, in one
+// transaction per second for every record repeated meanwhile.
+func (d *Daemon) record(in <-chan *Detection) {
 	ctx := context.Background()
-	for det := range detections {
-		id := int64(-1)
-		if d.recorder != nil {
-			rid, err := d.recorder.Record(ctx, det)
-			if err != nil {
-				d.stats.RecordErrors.Add(1)
-				d.log.Error("cannot record a detection", zap.ByteString("path", det.Path), zap.Error(err))
-			} else {
-				id = rid
+	seen := newRecentRecords(recentRecords)
+	var pending []Repeat
+	at := make(map[int64]int) // index in pending by record id
+	flush := func() {
+		if len(pending) == 0 {
+			return
+		}
+		d.recorderBusy.Store(time.Now().UnixNano())
+		if err := d.recorder.Repeat(ctx, pending); err != nil {
+			d.recordFailed(err, "cannot count repeated detections", nil)
+		}
+		d.recorderBusy.Store(0)
+		clear(at)
+		pending = pending[:0]
+	}
+	tick := time.NewTicker(repeatFlush)
+	defer tick.Stop()
+	for {
+		var det *Detection
+		select {
+		case <-tick.C:
+			flush()
+			continue
+		case det = <-in:
+			if det == nil {
+				flush()
+				return
 			}
 		}
-		d.logDetection(det, id)
-		d.stats.recent.add(det, id)
-		if det.Action != policy.ActionQuarantine || d.recorder == nil || id < 0 {
+		key := recordKey{file: det.File.ID, sha256: det.SHA256, uid: det.UID, exe: det.Exe,
+			generation: det.RulesGeneration, action: det.Action}
+		if id, ok := seen.get(key); ok && d.recorder != nil {
+			d.stats.DetectionsCoalesced.Add(1)
+			if i, ok := at[id]; ok {
+				pending[i].Count++
+				pending[i].Last = det.Time
+			} else {
+				at[id] = len(pending)
+				pending = append(pending, Repeat{ID: id, Count: 1, Last: det.Time})
+			}
 			continue
 		}
-		if err := d.recorder.Quarantine(ctx, id, det); err != nil {
-			d.stats.QuarantineErrors.Add(1)
-			d.log.Warn("cannot quarantine a detected file; it stays in place, denied", zap.Int64("record", id),
-				zap.ByteString("path", det.Path), zap.Error(err))
-			continue
-		}
-		d.stats.Quarantined.Add(1)
-		d.log.Info("quarantined", zap.Int64("record", id), zap.ByteString("path", det.Path), zap.String("sha256", det.SHA256))
+		d.recorderBusy.Store(time.Now().UnixNano())
+		d.recordOne(ctx, det, seen, key)
+		d.recorderBusy.Store(0)
 	}
+}
+
+// repeatFlush is how often repeats are added to their records.
+const repeatFlush = time.Second
+
+// recordOne records, logs and quarantines one detection.
+func (d *Daemon) recordOne(ctx context.Context, det *Detection, seen *recentRecordsMap, key recordKey) {
+	id := int64(-1)
+	if d.recorder != nil {
+		rid, err := d.recorder.Record(ctx, det)
+		if err != nil {
+			d.recordFailed(err, "cannot record a detection", det)
+		} else {
+			id = rid
+			d.recordOK()
+			seen.put(key, id)
+		}
+	}
+	d.logDetection(det, id)
+	d.stats.recent.add(det, id)
+	if det.Action != policy.ActionQuarantine || d.recorder == nil || id < 0 {
+		return
+	}
+	if err := d.recorder.Quarantine(ctx, id, det); err != nil {
+		d.stats.QuarantineErrors.Add(1)
+		d.log.Warn("cannot quarantine a detected file; it stays in place, denied", zap.Int64("record", id),
+			zap.ByteString("path", det.Path), zap.Error(err))
+		return
+	}
+	d.stats.Quarantined.Add(1)
+	d.log.Info("quarantined", zap.Int64("record", id), zap.ByteString("path", det.Path), zap.String("sha256", det.SHA256))
+}
+
+// recordFailed counts a failed write of the record, logs it at error
+// level (the 1st, 2nd, 4th, 8th... time: a full disk under a flood of
+// detections must not flood the log too) and marks the recorder failing
+// for the status until a record is written again. Opens of detected files
+// are denied all the same.
+func (d *Daemon) recordFailed(err error, msg string, det *Detection) {
+	n := d.stats.RecordErrors.Add(1)
+	e := err.Error()
+	d.recordErr.Store(&e)
+	if n&(n-1) != 0 {
+		return
+	}
+	fields := []zap.Field{zap.Uint64("count", n), zap.Error(err)}
+	if det != nil {
+		fields = append(fields, zap.ByteString("path", det.Path), zap.String("sha256", det.SHA256))
+	}
+	d.log.Error(msg, fields...)
+}
+
+// recordOK marks the recorder working again.
+func (d *Daemon) recordOK() {
+	if d.recordErr.Load() != nil {
+		d.recordErr.Store(nil)
+		d.log.Info("recording detections works again")
+	}
+}
+
+// recordKey is what makes two detections the same for the record.
+type recordKey struct {
+	file       fan.FileID
+	sha256     string
+	uid        int64
+	exe        string
+	generation string
+	action     policy.Action
+}
+
+// recentRecords bounds the detections remembered for folding repeats.
+const recentRecords = 4096
+
+// recentRecordsMap remembers the record ids of the last detections, the
+// oldest forgotten first. Used by the recorder's goroutine only.
+type recentRecordsMap struct {
+	ids   map[recordKey]int64
+	order []recordKey // ring, oldest at next
+	next  int
+}
+
+func newRecentRecords(n int) *recentRecordsMap {
+	return &recentRecordsMap{ids: make(map[recordKey]int64, n), order: make([]recordKey, 0, n)}
+}
+
+func (m *recentRecordsMap) get(k recordKey) (int64, bool) {
+	id, ok := m.ids[k]
+	return id, ok
+}
+
+func (m *recentRecordsMap) put(k recordKey, id int64) {
+	if _, ok := m.ids[k]; ok {
+		m.ids[k] = id
+		return
+	}
+	if len(m.order) < cap(m.order) {
+		m.order = append(m.order, k)
+	} else {
+		delete(m.ids, m.order[m.next])
+		m.order[m.next] = k
+		m.next = (m.next + 1) % len(m.order)
+	}
+	m.ids[k] = id
 }
 
 // logDetection logs each matching rule of a detection, after the answer
@@ -132,6 +279,7 @@ func (d *Daemon) logDetection(det *Detection, id int64) {
 			zap.Int32("pid", det.PID),
 			zap.String("exe", det.Exe),
 			zap.Int64("uid", det.UID),
+			zap.Bool("opener_exited", det.OpenerExited),
 			zap.Stringer("verdict", det.Verdict),
 			zap.Stringer("answered", det.Answered),
 			zap.Bool("late", det.Late),

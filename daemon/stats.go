@@ -46,6 +46,16 @@ type Stats struct {
 	Reloads          atomic.Uint64 // rule sets loaded after the first
 	ReloadFailures   atomic.Uint64 // reloads that kept the rules in force
 
+	OpenerGone           atomic.Uint64 // allowed at once: the opener had exited before the event was read
+	LateScans            atomic.Uint64 // scans of files whose open the budget had answered before a worker was free
+	LateDropped          atomic.Uint64 // such files not scanned: too many were waiting; they stay uncached
+	DetectionsDeferred   atomic.Uint64 // detections not queued for the record (queue full): left uncached, detected again at the next open
+	DetectionsCoalesced  atomic.Uint64 // repeats of a detection recorded lately, counted in its record
+	InvalidationsLost    atomic.Uint64 // writers' closes the kernel could not pass on (a lease, no fds): every cached verdict dropped
+	OpenerReadsAbandoned atomic.Uint64 // reads under an opener's /proc given up (it held them) or not tried (too many held)
+	VaultFull            atomic.Uint64 // quarantine moves refused: the vault would pass max_bytes
+	ForeignFilesystems   atomic.Int64  // filesystems marked in other mount namespaces, now
+
 	Decision latencyHistogram // from reading an event to answering it
 	Scan     latencyHistogram // one YARA scan of a file's content
 
@@ -96,6 +106,15 @@ func (s *Stats) counters() []counter {
 		u("quarantine_errors", &s.QuarantineErrors),
 		u("reloads", &s.Reloads),
 		u("reload_failures", &s.ReloadFailures),
+		u("opener_gone", &s.OpenerGone),
+		u("late_scans", &s.LateScans),
+		u("late_dropped", &s.LateDropped),
+		u("detections_deferred", &s.DetectionsDeferred),
+		u("detections_coalesced", &s.DetectionsCoalesced),
+		u("invalidations_lost", &s.InvalidationsLost),
+		u("opener_reads_abandoned", &s.OpenerReadsAbandoned),
+		u("vault_full", &s.VaultFull),
+		{"foreign_filesystems", s.ForeignFilesystems.Load()},
 		{"log_dropped", s.logDroppedCount()},
 		{"latency_p50_us", s.Decision.quantile(0.50).Microseconds()},
 		{"latency_p99_us", s.Decision.quantile(0.99).Microseconds()},

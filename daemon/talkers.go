@@ -2,15 +2,19 @@ package daemon
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/fanguard/fanguard/fan"
 )
 
 // talkers counts, per executable and per directory, the scans and the scan
 // time of the last few minutes: the first question during a slow build is
 // which process makes the daemon work. Fed by the workers after their
-// answer, read by the status. Safe for concurrent use.
+// answer, through countTalkers; read by the status. Safe for concurrent
+// use.
 type talkers struct {
 	mu    sync.Mutex // guards slots
 	slots [talkerMinutes]talkerSlot
@@ -111,4 +115,36 @@ func topOf(m map[string]*Talker, n int) []Talker {
 		return cmp.Compare(a.Name, b.Name)
 	})
 	return out[:min(n, len(out))]
+}
+
+// talkSample is one scan for the talkers: whose, where, how long.
+type talkSample struct {
+	pid  int32
+	dir  string
+	took time.Duration
+}
+
+// talkSamples bounds the scans waiting to be counted; beyond it, they are
+// not: the talkers are a view for the status, not a record.
+const talkSamples = 4096
+
+// countTalkers counts the workers' samples until ctx is done, naming each
+// scan's executable from /proc/<pid>/exe. That read takes no lock the
+// process could hold (the link is read under the task's lock), and runs
+// here, on a goroutine of the talkers' own: were it ever to wait, the
+// samples would be dropped, nothing else held.
+func (d *Daemon) countTalkers(ctx context.Context) {
+	var buf [4096]byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-d.talkSamples:
+			exe := "(exited)"
+			if p, err := fan.ExePath(s.pid, buf[:]); err == nil {
+				exe = string(p)
+			}
+			d.talkers.add(time.Now(), exe, s.dir, s.took)
+		}
+	}
 }

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,13 +23,19 @@ import (
 // grows to the largest file it has scanned up to keptBuffer; a larger one
 // is let go after its scan, so that a few huge files (any user can make a
 // sparse one of max_file_size) do not pin workers × max_file_size.
+//
+// A worker never reads under an opener's /proc: what the record needs of
+// the opener is read after the answer by the describing stage, with a
+// bound on each read (describe.go).
 type worker struct {
 	d        *Daemon
-	scanning atomic.Int64 // when the current scan began (Unix ns), 0 between scans: for Healthy
+	busy     atomic.Int64 // when the current job began (Unix ns), 0 between jobs: for Healthy
+	scanning atomic.Int64 // when the current scan began (Unix ns), 0 outside scans
 	rules    *ruleSet     // what scanner was made for
 	scanner  *scanner.Scanner
 	buf      []byte
 	path     [4096]byte
+	dropped  []*job // late jobs the scheduler dropped, to finish
 }
 
 // keptBuffer is the largest read buffer a worker keeps between scans.
@@ -48,7 +52,9 @@ func (w *worker) run() {
 		if !ok {
 			return
 		}
-		w.process(j)
+		if j != nil {
+			w.process(j)
+		}
 	}
 }
 
@@ -63,22 +69,42 @@ func (w *worker) run() {
 const workerSpin = 30 * time.Microsecond
 
 // next returns the next job, polling the queue for spin before parking on
-// it; false when the queue is closed.
+// it; false when the queue is closed and empty. A nil job with true is a
+// token whose job left the queue another way: ask again.
 func (w *worker) next(spin time.Duration) (*job, bool) {
+	ready := w.d.sched.ready
+	got, ok := false, true
 	select {
-	case j, ok := <-w.d.queue:
-		return j, ok
+	case _, ok = <-ready:
+		got = true
 	default:
 	}
-	for until := time.Now().Add(spin); time.Now().Before(until); {
+	for until := time.Now().Add(spin); !got && time.Now().Before(until); {
 		select {
-		case j, ok := <-w.d.queue:
-			return j, ok
+		case _, ok = <-ready:
+			got = true
 		default:
 		}
 	}
-	j, ok := <-w.d.queue
-	return j, ok
+	if !got {
+		_, ok = <-ready
+	}
+	if !ok {
+		return nil, false
+	}
+	j, dropped := w.d.sched.pop(w.d.stillWaiting, w.dropped[:0])
+	for i, l := range dropped {
+		w.d.dropLate(l)
+		dropped[i] = nil
+	}
+	w.dropped = dropped[:0]
+	if j != nil {
+		j.started.Store(true)
+		if j.answered.Load() {
+			w.d.stats.LateScans.Add(1)
+		}
+	}
+	return j, true
 }
 
 // outcome is what a worker learned of one event, kept for logging after
@@ -91,10 +117,7 @@ type outcome struct {
 	n           int  // bytes read and scanned (in the worker's buffer until its next scan)
 	complete    bool // the whole file was read and scanned
 	sha256      string
-	allowListed bool   // it matched, but its sha256 is on the allow list
-	exe         string // the opener's executable, "" if unknown
-	uid         int64  // the opener's real uid, -1 if unknown
-	cmdline     []byte
+	allowListed bool          // it matched, but its sha256 is on the allow list
 	scanTime    time.Duration // in YARA, 0 if no scan ran
 	matches     []scanner.Match
 	verdict     policy.Verdict // the scan's verdict
@@ -135,6 +158,8 @@ func (w *worker) drop() {
 
 func (w *worker) process(j *job) {
 	d := w.d
+	w.busy.Store(time.Now().UnixNano())
+	defer w.busy.Store(0)
 	o := outcome{pid: j.pid, read: j.read, size: j.info.Stamp.Size}
 	rules, err := w.use()
 	v := d.cfg.OnError
@@ -145,9 +170,7 @@ func (w *worker) process(j *job) {
 	}
 	if len(o.matches) > 0 {
 		// Detections only, before the answer: the content's sha256 for the
-		// allow list and the record, and who opened it, before the answer
-		// lets the opener go on and perhaps exit (a denied cat is gone at
-		// once).
+		// allow list and the record.
 		sum := sha256.Sum256(w.buf[:o.n])
 		o.sha256 = hex.EncodeToString(sum[:])
 		if d.recorder != nil {
@@ -160,12 +183,23 @@ func (w *worker) process(j *job) {
 			}
 		}
 	}
-	if len(o.matches) > 0 {
-		o.exe, o.uid = opener(o.pid, w.path[:])
-		o.cmdline, _ = fan.ProcCmdline(o.pid)
-	}
 	o.verdict = v
 	cacheable := o.err == nil && o.complete
+	detected := len(o.matches) > 0
+	var size int64
+	if detected {
+		// Room for the record, or no cached verdict: the next open of the
+		// file then scans and detects it again, when there may be room.
+		size = detectionSize(o.path, o.matches)
+		if !d.detections.reserve(size) {
+			detected = false
+			cacheable = false
+			if n := d.stats.DetectionsDeferred.Add(1); n&(n-1) == 0 {
+				defer d.log.Warn("detection not recorded now: the record queue is full; the file stays uncached and is detected again at its next open",
+					zap.String("path", o.path), zap.Uint64("count", n))
+			}
+		}
+	}
 	ours, kernelCached := j.answerMarked(v, cacheable && len(o.matches) == 0)
 	o.late = !ours
 	if kernelCached {
@@ -173,8 +207,12 @@ func (w *worker) process(j *job) {
 	}
 	// The event is answered. What follows: the caches, the followers,
 	// then logging.
-	info := j.info
+	info, uid := j.info, j.uid
 	w.endScan(j, rules, v, &o, cacheable, kernelCached)
+	pidfd := int32(-1)
+	if detected {
+		pidfd = j.takePidfd() // the describing stage closes it
+	}
 	j.done()
 	if cap(w.buf) > keptBuffer {
 		w.buf = nil
@@ -189,16 +227,12 @@ func (w *worker) process(j *job) {
 			zap.Int32("pid", o.pid), zap.Stringer("verdict", d.cfg.OnError), zap.Error(o.err))
 	}
 	if o.scanTime > 0 {
-		// Who makes the daemon work, for the status: after the answer.
-		exe := o.exe
-		if exe == "" {
-			if p, err := fan.ExePath(o.pid, w.path[:]); err == nil {
-				exe = string(p)
-			} else {
-				exe = "(exited)"
-			}
+		// Who makes the daemon work, for the status: the talkers'
+		// goroutine names the executable, if it still can.
+		select {
+		case d.talkSamples <- talkSample{pid: o.pid, dir: filepath.Dir(o.path), took: o.scanTime}:
+		default:
 		}
-		d.talkers.add(time.Now(), exe, filepath.Dir(o.path), o.scanTime)
 	}
 	if len(o.matches) == 0 {
 		return
@@ -207,11 +241,14 @@ func (w *worker) process(j *job) {
 	if o.late {
 		d.stats.LateDetections.Add(1)
 	}
+	if !detected {
+		return // deferred: see above
+	}
 	answered := v
 	if o.late {
 		answered = d.cfg.OnTimeout
 	}
-	d.detections <- &Detection{ // may wait: a detection is never dropped
+	d.detections.send(&Detection{
 		Time:            o.read,
 		Action:          d.action(o.matches),
 		Verdict:         v,
@@ -220,14 +257,22 @@ func (w *worker) process(j *job) {
 		Matches:         o.matches,
 		SHA256:          o.sha256,
 		Size:            int64(o.n),
-		Path:            detectionPath(o.path, info.ID),
+		Path:            []byte(o.path),
 		File:            info,
 		PID:             o.pid,
-		Exe:             o.exe,
-		Cmdline:         o.cmdline,
-		UID:             o.uid,
+		UID:             uidOf(uid),
 		RulesGeneration: rules.rs.Generation,
+		pidfd:           pidfd,
+		size:            size,
+	})
+}
+
+// uidOf is a uid as a Detection holds it: -1 if the kernel could not say.
+func uidOf(uid uint32) int64 {
+	if uid == unknownUID {
+		return -1
 	}
+	return int64(uid)
 }
 
 // endScan closes a scan: it keeps the verdict in the caches
@@ -325,37 +370,6 @@ func (w *worker) scan(j *job, o *outcome) policy.Verdict {
 		}
 	}
 	return v
-}
-
-// detectionPath is the path a detection of file id is recorded under,
-// from the path /proc gave for its fd. The kernel appends " (deleted)" to
-// the path of an unlinked file, but a file may be named so too: the
-// suffix goes unless the path as it is still leads to the file. It looks
-// the path up: after the answer only.
-func detectionPath(p string, id fan.FileID) []byte {
-	base, ok := strings.CutSuffix(p, " (deleted)")
-	if !ok {
-		return []byte(p)
-	}
-	if fi, err := os.Lstat(p); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Dev == id.Dev && st.Ino == id.Ino {
-			return []byte(p)
-		}
-	}
-	return []byte(base)
-}
-
-// opener returns the executable and real uid of process pid, "" and -1
-// where /proc no longer tells.
-func opener(pid int32, scratch []byte) (exe string, uid int64) {
-	uid = -1
-	if p, err := fan.ExePath(pid, scratch); err == nil {
-		exe = string(p)
-	}
-	if u, err := fan.ProcUID(pid); err == nil {
-		uid = int64(u)
-	}
-	return exe, uid
 }
 
 func (d *Daemon) owner(uid uint32) string {

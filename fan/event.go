@@ -11,15 +11,32 @@ import (
 // Event is one fanotify event record.
 type Event struct {
 	Mask uint64 // FAN_* bits
-	Fd   int32  // event fd opened by the kernel, or NoFd
-	Pid  int32  // the process that caused the event
+	// Fd is the event fd opened by the kernel. Negative when there is
+	// none: NoFd for a queue overflow, and in a group made with
+	// FAN_REPORT_FD_ERROR (every group of this package, where the kernel
+	// has it) the negated errno of the kernel's failed open — the kernel
+	// then denied a permission event itself, and a notification event was
+	// lost but for this record.
+	Fd  int32
+	Pid int32 // the process that caused the event
+	// Pidfd is a pidfd of the process that caused the event, in a group
+	// made with PermissionOptions.Pidfd; the caller owns it and must close
+	// it. Negative when there is none (see PidfdGone).
+	Pidfd int32
 }
 
 // NoFd is the Fd of events that carry no file, such as a queue overflow.
 const NoFd = unix.FAN_NOFD
 
+// NoPidfd is the Pidfd of events without a pidfd record.
+const NoPidfd = -1 << 31
+
 // MetadataSize is the size of struct fanotify_event_metadata.
 const MetadataSize = 24
+
+// pidfdInfoSize is the size of struct fanotify_event_info_pidfd: a header
+// (type, pad, length) and the pidfd.
+const pidfdInfoSize = 8
 
 // ErrMalformed is returned by ParseEvent for a record that the kernel could
 // not have written: the buffer after it cannot be trusted.
@@ -33,11 +50,20 @@ func (e Event) IsPermission() bool {
 // IsOverflow reports whether the event is the kernel's queue overflow alarm.
 func (e Event) IsOverflow() bool { return e.Mask&unix.FAN_Q_OVERFLOW != 0 }
 
+// PidfdGone reports whether the kernel had no pidfd for the event because
+// the process that caused it had exited by the time the event was read
+// (FAN_NOPIDFD, or -ESRCH with FAN_REPORT_FD_ERROR): nobody waits for an
+// answer any more.
+func (e Event) PidfdGone() bool {
+	return e.Pidfd == unix.FAN_NOPIDFD || e.Pidfd == -int32(unix.ESRCH)
+}
+
 // ParseEvent parses the record at the start of buf and returns it with the
 // record's length (event_len), by which the caller advances to the next one.
-// Info records after the metadata are skipped. It returns an error wrapping
-// ErrMalformed when the length fields do not fit or the metadata version is
-// not the one this package knows. It does not allocate.
+// A pidfd info record is read into Event.Pidfd; other info records are
+// skipped. It returns an error wrapping ErrMalformed when the length fields
+// do not fit or the metadata version is not the one this package knows.
+// It does not allocate.
 func ParseEvent(buf []byte) (Event, int, error) {
 	if len(buf) < MetadataSize {
 		return Event{}, 0, fmt.Errorf("%w: %d bytes left, want at least %d", ErrMalformed, len(buf), MetadataSize)
@@ -47,9 +73,10 @@ func ParseEvent(buf []byte) (Event, int, error) {
 	vers := buf[4]
 	metaLen := le.Uint16(buf[6:8])
 	ev := Event{
-		Mask: le.Uint64(buf[8:16]),
-		Fd:   int32(le.Uint32(buf[16:20])),
-		Pid:  int32(le.Uint32(buf[20:24])),
+		Mask:  le.Uint64(buf[8:16]),
+		Fd:    int32(le.Uint32(buf[16:20])),
+		Pid:   int32(le.Uint32(buf[20:24])),
+		Pidfd: NoPidfd,
 	}
 	switch {
 	case vers != unix.FANOTIFY_METADATA_VERSION:
@@ -58,6 +85,24 @@ func ParseEvent(buf []byte) (Event, int, error) {
 		return ev, 0, fmt.Errorf("%w: event_len %d with %d bytes left", ErrMalformed, eventLen, len(buf))
 	case metaLen < MetadataSize || uint32(metaLen) > eventLen:
 		return ev, 0, fmt.Errorf("%w: metadata_len %d with event_len %d", ErrMalformed, metaLen, eventLen)
+	}
+	// Info records: a header of type (1 byte), padding (1) and length (2,
+	// header included), each within event_len.
+	for info := buf[metaLen:eventLen]; len(info) > 0; {
+		if len(info) < 4 {
+			return ev, 0, fmt.Errorf("%w: %d bytes of info record header", ErrMalformed, len(info))
+		}
+		n := int(le.Uint16(info[2:4]))
+		if n < 4 || n > len(info) {
+			return ev, 0, fmt.Errorf("%w: info record length %d with %d bytes left", ErrMalformed, n, len(info))
+		}
+		if info[0] == unix.FAN_EVENT_INFO_TYPE_PIDFD {
+			if n != pidfdInfoSize {
+				return ev, 0, fmt.Errorf("%w: pidfd info record of %d bytes", ErrMalformed, n)
+			}
+			ev.Pidfd = int32(le.Uint32(info[4:8]))
+		}
+		info = info[n:]
 	}
 	return ev, int(eventLen), nil
 }

@@ -9,10 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// record builds one event record as the kernel writes it, with extra bytes
-// of info records after the metadata.
-func record(mask uint64, fd, pid int32, extra int) []byte {
-	b := make([]byte, MetadataSize+extra)
+// record builds one event record as the kernel writes it, followed by
+// the info records infos.
+func record(mask uint64, fd, pid int32, infos ...[]byte) []byte {
+	b := make([]byte, MetadataSize)
+	for _, in := range infos {
+		b = append(b, in...)
+	}
 	ne := binary.NativeEndian
 	ne.PutUint32(b[0:], uint32(len(b)))
 	b[4] = unix.FANOTIFY_METADATA_VERSION
@@ -23,8 +26,20 @@ func record(mask uint64, fd, pid int32, extra int) []byte {
 	return b
 }
 
+// info builds an info record of type typ with body.
+func info(typ byte, body ...byte) []byte {
+	b := append([]byte{typ, 0, 0, 0}, body...)
+	binary.NativeEndian.PutUint16(b[2:], uint16(len(b)))
+	return b
+}
+
+// pidfdInfo is the pidfd info record for pidfd.
+func pidfdInfo(pidfd int32) []byte {
+	return info(unix.FAN_EVENT_INFO_TYPE_PIDFD, binary.NativeEndian.AppendUint32(nil, uint32(pidfd))...)
+}
+
 func TestParseEvent(t *testing.T) {
-	bad := func(mod func(b []byte) []byte) []byte { return mod(record(unix.FAN_OPEN_PERM, 5, 7, 0)) }
+	bad := func(mod func(b []byte) []byte) []byte { return mod(record(unix.FAN_OPEN_PERM, 5, 7)) }
 	tests := []struct {
 		name    string
 		buf     []byte
@@ -32,11 +47,15 @@ func TestParseEvent(t *testing.T) {
 		wantLen int
 		wantErr bool
 	}{
-		{"open perm", record(unix.FAN_OPEN_PERM, 5, 7, 0), Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7}, 24, false},
-		{"info records skipped", record(unix.FAN_OPEN_PERM, 9, 1, 16), Event{Mask: unix.FAN_OPEN_PERM, Fd: 9, Pid: 1}, 40, false},
-		{"overflow without fd", record(unix.FAN_Q_OVERFLOW, NoFd, 0, 0), Event{Mask: unix.FAN_Q_OVERFLOW, Fd: NoFd}, 24, false},
-		{"two records, first parsed", append(record(unix.FAN_OPEN_PERM, 3, 4, 0), record(unix.FAN_OPEN_PERM, 5, 6, 0)...),
-			Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 4}, 24, false},
+		{"open perm", record(unix.FAN_OPEN_PERM, 5, 7), Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: NoPidfd}, 24, false},
+		{"pidfd", record(unix.FAN_OPEN_PERM, 5, 7, pidfdInfo(9)), Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: 9}, 32, false},
+		{"pidfd gone", record(unix.FAN_OPEN_PERM, 5, 7, pidfdInfo(-3)), Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: -3}, 32, false},
+		{"fd error", record(unix.FAN_OPEN_PERM, -11, 7, pidfdInfo(4)), Event{Mask: unix.FAN_OPEN_PERM, Fd: -11, Pid: 7, Pidfd: 4}, 32, false},
+		{"other info records skipped", record(unix.FAN_OPEN_PERM, 9, 1, info(0x7f, make([]byte, 12)...), pidfdInfo(3)),
+			Event{Mask: unix.FAN_OPEN_PERM, Fd: 9, Pid: 1, Pidfd: 3}, 48, false},
+		{"overflow without fd", record(unix.FAN_Q_OVERFLOW, NoFd, 0), Event{Mask: unix.FAN_Q_OVERFLOW, Fd: NoFd, Pidfd: NoPidfd}, 24, false},
+		{"two records, first parsed", append(record(unix.FAN_OPEN_PERM, 3, 4), record(unix.FAN_OPEN_PERM, 5, 6)...),
+			Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 4, Pidfd: NoPidfd}, 24, false},
 		{"short buffer", make([]byte, 23), Event{}, 0, true},
 		{"empty", nil, Event{}, 0, true},
 		{"wrong version", bad(func(b []byte) []byte { b[4] = 2; return b }), Event{}, 0, true},
@@ -44,6 +63,10 @@ func TestParseEvent(t *testing.T) {
 		{"event_len past buffer", bad(func(b []byte) []byte { binary.NativeEndian.PutUint32(b, 25); return b }), Event{}, 0, true},
 		{"metadata_len too small", bad(func(b []byte) []byte { binary.NativeEndian.PutUint16(b[6:], 4); return b }), Event{}, 0, true},
 		{"metadata_len past event_len", bad(func(b []byte) []byte { binary.NativeEndian.PutUint16(b[6:], 32); return b }), Event{}, 0, true},
+		{"info header cut short", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0}), Event{}, 0, true},
+		{"info length zero", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0, 0, 0}), Event{}, 0, true},
+		{"info length past event", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0, 12, 0, 1, 0, 0, 0}), Event{}, 0, true},
+		{"pidfd record of the wrong size", record(unix.FAN_OPEN_PERM, 5, 7, info(unix.FAN_EVENT_INFO_TYPE_PIDFD, 1, 0, 0, 0, 0, 0, 0, 0)), Event{}, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,8 +106,9 @@ func TestEventKinds(t *testing.T) {
 // must never panic, never return a length that does not advance or that
 // runs past the buffer.
 func FuzzParseEvent(f *testing.F) {
-	f.Add(record(unix.FAN_OPEN_PERM, 5, 7, 0))
-	f.Add(append(record(unix.FAN_OPEN_PERM, 5, 7, 8), record(unix.FAN_Q_OVERFLOW, NoFd, 0, 0)...))
+	f.Add(record(unix.FAN_OPEN_PERM, 5, 7))
+	f.Add(append(record(unix.FAN_OPEN_PERM, 5, 7, pidfdInfo(8)), record(unix.FAN_Q_OVERFLOW, NoFd, 0)...))
+	f.Add(record(unix.FAN_OPEN_PERM, -11, 7, info(0x7f, 1, 2, 3, 4), pidfdInfo(-3)))
 	f.Add(make([]byte, 24))
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		for off := 0; off < len(buf); {
@@ -107,7 +131,7 @@ func FuzzParseEvent(f *testing.F) {
 func BenchmarkParseEvent(b *testing.B) {
 	var buf []byte
 	for i := range 100 {
-		buf = append(buf, record(unix.FAN_OPEN_PERM, int32(i), 1, 0)...)
+		buf = append(buf, record(unix.FAN_OPEN_PERM, int32(i), 1, pidfdInfo(int32(i+1)))...)
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(buf)))
@@ -123,30 +147,8 @@ func BenchmarkParseEvent(b *testing.B) {
 }
 
 func TestParseEventAllocs(t *testing.T) {
-	buf := record(unix.FAN_OPEN_PERM, 5, 7, 0)
+	buf := record(unix.FAN_OPEN_PERM, 5, 7, pidfdInfo(8))
 	if a := testing.AllocsPerRun(100, func() { ParseEvent(buf) }); a != 0 {
 		t.Errorf("ParseEvent allocates %v times per event, want 0", a)
-	}
-}
-
-func TestParseStatusUID(t *testing.T) {
-	tests := []struct {
-		in   string
-		want uint32
-		ok   bool
-	}{
-		{"Name:\tcat\nUid:\t1000\t1000\t1000\t1000\nGid:\t0\n", 1000, true},
-		{"Name:\tx\nUid:\t0\t0\t0\t0\n", 0, true},
-		{"Name:\tx\nUid:\t4294967295\t0\n", 4294967295, true},
-		{"Name:\tx\nUid:\t4294967296\t0\n", 0, false},
-		{"Name:\tx\nGid:\t1\n", 0, false},
-		{"Name:\tx\nUid:\t\n", 0, false},
-		{"Uid:\t5\n", 0, false}, // the line must follow a newline, as in /proc
-	}
-	for _, tt := range tests {
-		got, ok := parseStatusUID([]byte(tt.in))
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("parseStatusUID(%q) = %d, %v; want %d, %v", tt.in, got, ok, tt.want, tt.ok)
-		}
 	}
 }

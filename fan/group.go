@@ -24,6 +24,10 @@ type Group struct {
 	fd   int
 	wake int    // eventfd that interrupts Read
 	mask uint64 // what MarkFilesystem asks for
+	// fdErrors: the kernel reports a failed event fd in the record
+	// (FAN_REPORT_FD_ERROR, Linux 6.13) instead of failing the read or
+	// dropping the event.
+	fdErrors bool
 
 	// users counts Respond and Mark calls in progress; closedBit is set by
 	// Close, which then waits for users to reach zero before closing fd.
@@ -38,8 +42,10 @@ type Group struct {
 const closedBit = int64(1) << 62
 
 // ErrEventDenied is returned by Read when the kernel could not create the
-// fd of an event (for example EMFILE) and denied the event itself. It is
-// not fatal: the next Read goes on with the following events.
+// fd of an event (for example EMFILE) and denied the event itself, or, in
+// a notification group, dropped it. It is not fatal: the next Read goes on
+// with the following events. Groups on kernels with FAN_REPORT_FD_ERROR
+// (6.13) report such events as records with a negative Fd instead.
 var ErrEventDenied = errors.New("kernel denied an event it could not open")
 
 // GroupOptions configures NewGroup. The zero value is a permission group.
@@ -48,6 +54,10 @@ type GroupOptions struct {
 	// FAN_CLOSE_WRITE (a file open for writing was closed) instead of
 	// holding opens.
 	Notification bool
+	// Pidfd makes each event carry a pidfd of the process that caused it
+	// (FAN_REPORT_PIDFD, Linux 5.15): a race-free handle on the opener,
+	// owned by the reader (Event.Pidfd).
+	Pidfd bool
 }
 
 // NewGroup creates a fanotify group with an unlimited queue and unlimited
@@ -56,14 +66,28 @@ type GroupOptions struct {
 // blocking open of a FIFO (waiting for a writer) or of some devices there
 // would freeze the reader. Linux 6.18 reports no events for FIFOs, older
 // kernels do. It needs CAP_SYS_ADMIN.
+//
+// Where the kernel has FAN_REPORT_FD_ERROR (6.13), an event whose fd the
+// kernel cannot open (the file is under a lease and the open would have
+// to wait, the daemon is out of fds) is delivered with the error in its
+// Fd: a notification cannot be lost unseen. Older kernels fail the read
+// or drop the event (see ErrEventDenied and FDErrors).
 func NewGroup(opts GroupOptions) (*Group, error) {
 	class, mask := uint(unix.FAN_CLASS_CONTENT), uint64(unix.FAN_OPEN_PERM)
 	if opts.Notification {
 		class, mask = unix.FAN_CLASS_NOTIF, unix.FAN_CLOSE_WRITE
 	}
-	fd, err := unix.FanotifyInit(
-		class|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_QUEUE|unix.FAN_UNLIMITED_MARKS,
-		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC|unix.O_NOATIME|unix.O_NONBLOCK)
+	if opts.Pidfd {
+		class |= unix.FAN_REPORT_PIDFD
+	}
+	const eventFlags = unix.O_RDONLY | unix.O_LARGEFILE | unix.O_CLOEXEC | unix.O_NOATIME | unix.O_NONBLOCK
+	flags := class | unix.FAN_CLOEXEC | unix.FAN_NONBLOCK | unix.FAN_UNLIMITED_QUEUE | unix.FAN_UNLIMITED_MARKS
+	fdErrors := true
+	fd, err := unix.FanotifyInit(flags|unix.FAN_REPORT_FD_ERROR, eventFlags)
+	if err == unix.EINVAL {
+		fdErrors = false
+		fd, err = unix.FanotifyInit(flags, eventFlags)
+	}
 	if err == unix.EPERM {
 		return nil, fmt.Errorf("creating fanotify group: %w (it needs root: CAP_SYS_ADMIN)", err)
 	}
@@ -75,8 +99,14 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("creating eventfd: %w", err)
 	}
-	return &Group{fd: fd, wake: wake, mask: mask, idle: make(chan struct{})}, nil
+	return &Group{fd: fd, wake: wake, mask: mask, fdErrors: fdErrors, idle: make(chan struct{})}, nil
 }
+
+// FDErrors reports whether the kernel reports the events it could not
+// open a file for as records with a negative Fd (FAN_REPORT_FD_ERROR). Where
+// it does not, a notification group can lose events without a trace
+// beyond a failed or short read.
+func (g *Group) FDErrors() bool { return g.fdErrors }
 
 func (g *Group) acquire() bool {
 	for {
@@ -156,6 +186,7 @@ func (g *Group) Read(buf []byte) (int, error) {
 		{Fd: int32(g.fd), Events: unix.POLLIN},
 		{Fd: int32(g.wake), Events: unix.POLLIN},
 	}
+	readable := false // the last poll said the group had events
 	for {
 		if g.stopping.Load() {
 			return 0, os.ErrClosed
@@ -175,10 +206,17 @@ func (g *Group) Read(buf []byte) (int, error) {
 			// (EMFILE, ENFILE, ENOMEM, or the file's own open error): it
 			// has denied that event itself and keeps the rest queued.
 			return 0, fmt.Errorf("%w: %w", ErrEventDenied, err)
+		case readable && !g.fdErrors:
+			// Without FAN_REPORT_FD_ERROR the kernel answers EAGAIN when
+			// it could not open the only event's file without waiting (a
+			// file under a lease: our event fds are non-blocking): the
+			// event is gone.
+			return 0, fmt.Errorf("%w: %w", ErrEventDenied, err)
 		}
 		if _, err := unix.Poll(fds[:], -1); err != nil && err != unix.EINTR {
 			return 0, fmt.Errorf("polling fanotify group: %w", err)
 		}
+		readable = fds[0].Revents&unix.POLLIN != 0
 	}
 }
 

@@ -2,6 +2,7 @@ package fan
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -32,15 +33,17 @@ func serve(t *testing.T, g *Group, decide func(Event) bool) chan error {
 					return
 				}
 				off += size
-				if ev.Fd < 0 {
-					continue
-				}
-				if ev.IsPermission() {
-					if err := g.Respond(ev.Fd, decide(ev)); err != nil {
-						t.Errorf("Respond: %v", err)
+				if ev.Fd >= 0 {
+					if ev.IsPermission() {
+						if err := g.Respond(ev.Fd, decide(ev)); err != nil {
+							t.Errorf("Respond: %v", err)
+						}
 					}
+					CloseFd(ev.Fd)
 				}
-				CloseFd(ev.Fd)
+				if ev.Pidfd >= 0 {
+					CloseFd(ev.Pidfd)
+				}
 			}
 		}
 	}()
@@ -115,9 +118,28 @@ func TestProcHelpers(t *testing.T) {
 	if string(exe) != self {
 		t.Errorf("ExePath = %q, want %q", exe, self)
 	}
-	uid, err := ProcUID(int32(os.Getpid()))
+	pidfd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	uid, err := PidfdUID(int32(pidfd))
 	if err != nil || uid != uint32(os.Getuid()) {
-		t.Errorf("ProcUID = %d, %v; want %d", uid, err, os.Getuid())
+		t.Errorf("PidfdUID = %d, %v; want %d", uid, err, os.Getuid())
+	}
+	if !PidfdAlive(int32(pidfd)) {
+		t.Error("PidfdAlive(self) = false")
+	}
+	if id, err := ExeID(int32(os.Getpid())); err != nil {
+		t.Errorf("ExeID: %v", err)
+	} else if fi, err := os.Stat(self); err != nil {
+		t.Fatal(err)
+	} else if st := fi.Sys().(*syscall.Stat_t); id.Ino != st.Ino || id.Dev != st.Dev {
+		t.Errorf("ExeID = %+v, want dev %d ino %d", id, st.Dev, st.Ino)
+	}
+	cmdline, truncated, err := ProcCmdline(int32(os.Getpid()), 4)
+	if err != nil || !truncated || string(cmdline) != os.Args[0][:4] {
+		t.Errorf("ProcCmdline(self, 4) = %q, %v, %v; want %q, true", cmdline, truncated, err, os.Args[0][:4])
 	}
 	f, err := os.Open(self)
 	if err != nil {
@@ -142,7 +164,9 @@ func TestProcHelpers(t *testing.T) {
 	allocs := testing.AllocsPerRun(50, func() {
 		FdPath(int32(f.Fd()), buf)
 		ExePath(int32(os.Getpid()), buf)
-		ProcUID(int32(os.Getpid()))
+		PidfdUID(int32(pidfd))
+		PidfdAlive(int32(pidfd))
+		ExeID(int32(os.Getpid()))
 		StatFd(int32(f.Fd()))
 	})
 	if allocs != 0 && !testutil.RaceEnabled {
@@ -312,4 +336,115 @@ func TestCloseWriteEvents(t *testing.T) {
 	if st := want.Sys().(*syscall.Stat_t); fi.ID.Ino != st.Ino || fi.ID.Dev != st.Dev {
 		t.Errorf("event file %+v, want ino %d dev %d", fi.ID, st.Ino, st.Dev)
 	}
+}
+
+// TestPidfdEvents: a permission group made with Pidfd reports a pidfd of
+// the opener with each event, from which its uid is read; the event fd's
+// stat names the mount the file was opened through.
+func TestPidfdEvents(t *testing.T) {
+	dir := testutil.MountTmpfs(t)
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGroup(GroupOptions{Pidfd: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if !g.FDErrors() {
+		t.Log("this kernel has no FAN_REPORT_FD_ERROR")
+	}
+	if err := g.MarkFilesystem(dir); err != nil {
+		t.Fatal(err)
+	}
+	var mnt unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, 0, unix.STATX_MNT_ID_UNIQUE, &mnt); err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		pid, uid int
+		mountID  uint64
+		err      error
+	}
+	got := make(chan seen, 1)
+	done := serve(t, g, func(ev Event) bool {
+		s := seen{pid: int(ev.Pid), uid: -1}
+		if ev.Pidfd < 0 {
+			s.err = fmt.Errorf("no pidfd: %d", ev.Pidfd)
+		} else if uid, err := PidfdUID(ev.Pidfd); err != nil {
+			s.err = err
+		} else {
+			s.uid = int(uid)
+		}
+		if st, err := StatFd(ev.Fd); err == nil {
+			s.mountID = st.MountID
+		}
+		select {
+		case got <- s:
+		default:
+		}
+		return true
+	})
+	if _, err := os.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	s := <-got
+	if s.err != nil || s.pid != os.Getpid() || s.uid != os.Getuid() || s.mountID != mnt.Mnt_id {
+		t.Errorf("event: pid %d uid %d mount %d (%v); want pid %d uid %d mount %d", s.pid, s.uid, s.mountID, s.err,
+			os.Getpid(), os.Getuid(), mnt.Mnt_id)
+	}
+	g.Shutdown()
+	<-done
+}
+
+// TestCloseWriteUnderLease: a writer's close whose file is under a write
+// lease when the group is read cannot be opened for the event without
+// waiting; the group reports it as a record with the error, not as
+// nothing (Linux 6.13, FAN_REPORT_FD_ERROR).
+func TestCloseWriteUnderLease(t *testing.T) {
+	dir := testutil.MountTmpfs(t)
+	path := filepath.Join(dir, "leased")
+	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notif, err := NewGroup(GroupOptions{Notification: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notif.Close()
+	if !notif.FDErrors() {
+		t.Skip("this kernel has no FAN_REPORT_FD_ERROR")
+	}
+	if err := notif.MarkFilesystem(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("y"), 0o644); err != nil { // the writer's close, queued
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_WRLCK); err != nil {
+		t.Fatalf("taking a write lease: %v", err)
+	}
+	buf := make([]byte, 4096)
+	n, err := notif.Read(buf)
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	ev, _, err := ParseEvent(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Fd >= 0 {
+		CloseFd(ev.Fd)
+		t.Fatalf("event fd %d for a leased file, want an error", ev.Fd)
+	}
+	if ev.Mask&unix.FAN_CLOSE_WRITE == 0 || syscall.Errno(-ev.Fd) != unix.EWOULDBLOCK {
+		t.Errorf("event %+v, want FAN_CLOSE_WRITE with fd -EWOULDBLOCK", ev)
+	}
+	unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_UNLCK)
 }

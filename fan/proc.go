@@ -1,8 +1,8 @@
 package fan
 
 import (
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"unsafe"
@@ -64,54 +64,46 @@ func ExePath(pid int32, buf []byte) ([]byte, error) {
 	return p, nil
 }
 
-// ErrNoUID is returned by ProcUID when /proc/<pid>/status has no Uid line.
-var ErrNoUID = errors.New("no Uid line in process status")
-
-// ProcUID returns the real uid of process pid, from /proc/<pid>/status.
-func ProcUID(pid int32) (uint32, error) {
-	var pb [64]byte
-	path := procPath(&pb, "", int64(pid), "/status")
-	fd, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(atFdcwd), uintptr(unsafe.Pointer(path)),
-		uintptr(unix.O_RDONLY|unix.O_CLOEXEC), 0, 0, 0)
-	if e != 0 {
-		return 0, fmt.Errorf("reading status of pid %d: %w", pid, e)
+// PidfdUID returns the real uid of the process behind pidfd (a pidfd from
+// an event: Event.Pidfd), with one PIDFD_GET_INFO ioctl (Linux 6.13). It
+// reads nothing under /proc and takes no lock the process can hold: the
+// event path may call it before answering. It fails with ESRCH once the
+// process has been reaped.
+func PidfdUID(pidfd int32) (uint32, error) {
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_CREDS}
+	if err := unix.IoctlPidfdInfo(int(pidfd), &info); err != nil {
+		return 0, fmt.Errorf("reading credentials of pidfd %d: %w", pidfd, err)
 	}
-	var buf [2048]byte // the Uid line comes within the first kilobyte
-	n, err := unix.Read(int(fd), buf[:])
-	unix.Close(int(fd))
-	if err != nil {
-		return 0, fmt.Errorf("reading status of pid %d: %w", pid, err)
+	if info.Mask&unix.PIDFD_INFO_CREDS == 0 {
+		return 0, fmt.Errorf("reading credentials of pidfd %d: %w", pidfd, unix.ENODATA)
 	}
-	uid, ok := parseStatusUID(buf[:n])
-	if !ok {
-		return 0, fmt.Errorf("reading status of pid %d: %w", pid, ErrNoUID)
-	}
-	return uid, nil
+	return info.Ruid, nil
 }
 
-// parseStatusUID finds "\nUid:\t<real>" in a /proc/<pid>/status buffer.
-func parseStatusUID(b []byte) (uint32, bool) {
-	const key = "\nUid:"
-	for i := 0; i+len(key) <= len(b); i++ {
-		if b[i] != '\n' || string(b[i:i+len(key)]) != key {
-			continue
-		}
-		j := i + len(key)
-		for j < len(b) && (b[j] == '\t' || b[j] == ' ') {
-			j++
-		}
-		var uid uint64
-		k := j
-		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
-			uid = uid*10 + uint64(b[k]-'0')
-			if uid > 1<<32-1 {
-				return 0, false
-			}
-			k++
-		}
-		return uint32(uid), k > j
+// PidfdAlive reports whether the process behind pidfd has not been reaped
+// yet, so that its pid still names it: what was read under /proc/<pid>
+// before a true answer was that process's.
+func PidfdAlive(pidfd int32) bool {
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
+	return unix.IoctlPidfdInfo(int(pidfd), &info) == nil
+}
+
+// ExeID returns the identity (device and inode) of the executable of
+// process pid: statx of /proc/<pid>/exe, which the kernel resolves to the
+// file the process runs, whatever path or mount it was started through.
+// It cannot block on the process or on a file server: the link is read
+// under the task's lock, and the statx asks for the inode number only,
+// with AT_STATX_DONT_SYNC (FUSE and network filesystems answer from their
+// cached attributes). It allocates nothing.
+func ExeID(pid int32) (FileID, error) {
+	var pb [64]byte
+	var stx unix.Statx_t
+	_, _, e := unix.Syscall6(unix.SYS_STATX, uintptr(atFdcwd), uintptr(unsafe.Pointer(procPath(&pb, "", int64(pid), "/exe"))),
+		uintptr(unix.AT_STATX_DONT_SYNC), unix.STATX_INO, uintptr(unsafe.Pointer(&stx)), 0)
+	if e != 0 {
+		return FileID{}, fmt.Errorf("stating exe of pid %d: %w", pid, e)
 	}
-	return 0, false
+	return FileID{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino}, nil
 }
 
 // ReadFull reads the file behind fd from offset 0 into buf with pread, until
@@ -139,13 +131,67 @@ func ReadFull(fd int32, buf []byte) (int, error) {
 // CloseFd closes an event fd. Call it only after the event was answered.
 func CloseFd(fd int32) error { return unix.Close(int(fd)) }
 
-// ProcCmdline returns the command line of process pid as /proc has it:
-// the arguments, each ended by a NUL. For the record of a detection; it
-// allocates.
-func ProcCmdline(pid int32) ([]byte, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/cmdline")
+// ProcCmdline returns at most limit bytes of the command line of process
+// pid as /proc has it: the arguments, each ended by a NUL. truncated says
+// that there was more. For the record of a detection, after the answer:
+// reading it takes the process's mmap_lock, which the process can hold for
+// as long as it likes (a fault on a FUSE mapping whose server never
+// answers), so call it only where a read that never returns holds nothing
+// but itself. It allocates.
+func ProcCmdline(pid int32, limit int) (cmdline []byte, truncated bool, err error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/cmdline")
 	if err != nil {
-		return nil, fmt.Errorf("reading command line of pid %d: %w", pid, err)
+		return nil, false, fmt.Errorf("reading command line of pid %d: %w", pid, err)
 	}
-	return b, nil
+	defer f.Close()
+	b := make([]byte, limit+1)
+	n, err := io.ReadFull(f, b)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, false, fmt.Errorf("reading command line of pid %d: %w", pid, err)
+	}
+	if n > limit {
+		return b[:limit], true, nil
+	}
+	return b[:n], false, nil
+}
+
+// resolveCached is RESOLVE_CACHED (Linux 5.12), which x/sys/unix does not
+// name for Linux: openat2 fails with EAGAIN rather than do I/O or call a
+// filesystem's revalidation (a FUSE server) during the look up.
+const resolveCached = 0x20
+
+// PathLeadsTo reports whether path, looked up in this process's mount
+// namespace without following a final symbolic link, names the file id.
+// The look up never waits: it is made from the kernel's caches alone
+// (openat2 RESOLVE_CACHED, O_PATH, which opens nothing and sends no
+// fanotify event), and the stat takes the inode number with
+// AT_STATX_DONT_SYNC, so that a path through a FUSE or network directory
+// whose server does not answer cannot hold the caller. Where the look up
+// would need I/O, the answer is false.
+func PathLeadsTo(path string, id FileID) bool {
+	fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: resolveCached | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &stx); err != nil {
+		return false
+	}
+	return unix.Mkdev(stx.Dev_major, stx.Dev_minor) == id.Dev && stx.Ino == id.Ino
+}
+
+// PathID returns the identity (device and inode) of the file path leads
+// to, following symbolic links, in this process's mount namespace. It
+// opens nothing, and asks for the inode number only with
+// AT_STATX_DONT_SYNC.
+func PathID(path string) (FileID, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &stx); err != nil {
+		return FileID{}, &os.PathError{Op: "statx", Path: path, Err: err}
+	}
+	return FileID{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino}, nil
 }

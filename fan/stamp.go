@@ -32,6 +32,11 @@ type FileInfo struct {
 	UID     uint32
 	GID     uint32
 	MtimeNs int64 // for the record of a detection only: mtime is no change stamp
+	// MountID is the unique id (Linux 6.8, never reused until reboot) of
+	// the mount the file was opened through, 0 if the kernel does not
+	// say. The mount is the opener's: it may belong to a mount namespace
+	// the opener built itself.
+	MountID uint64
 }
 
 // IsRegular reports whether the file is a regular file.
@@ -45,7 +50,7 @@ const fsIocGetversion = 0x80007601 | unsafe.Sizeof(uintptr(0))<<16
 var emptyPath = [1]byte{0}
 
 const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_UID | unix.STATX_GID | unix.STATX_INO |
-	unix.STATX_SIZE | unix.STATX_CTIME | unix.STATX_MTIME
+	unix.STATX_SIZE | unix.STATX_CTIME | unix.STATX_MTIME | unix.STATX_MNT_ID_UNIQUE
 
 // StatFd stats the file behind fd: its identity and change stamp. It makes
 // one statx and, for regular files, one ioctl, and allocates nothing.
@@ -66,6 +71,9 @@ func StatFd(fd int32) (FileInfo, error) {
 		UID:     stx.Uid,
 		GID:     stx.Gid,
 		MtimeNs: stx.Mtime.Sec*1e9 + int64(stx.Mtime.Nsec),
+	}
+	if stx.Mask&unix.STATX_MNT_ID_UNIQUE != 0 {
+		fi.MountID = stx.Mnt_id
 	}
 	if fi.IsRegular() {
 		var gen uint64 // room for a long; the kernel writes an int (the low half here)

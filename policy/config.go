@@ -35,6 +35,7 @@ const (
 	wantWorkers     = `an integer from 0 (one per CPU) to 1024`
 	wantFileSize    = `a size from "1KiB" to "4GiB": an integer number of bytes or a string such as "32MiB", "512KiB", "1GiB" or "10M"`
 	wantMaxPending  = `an integer from 1 to 1048576`
+	wantPerUID      = `an integer from 1 to 1048576, at most max_pending`
 	wantLevel       = `"debug", "info", "warn" or "error"`
 	wantCache       = `an integer from 0 (no daemon cache) to 67108864`
 	wantCacheDir    = `an absolute directory, such as "/var/cache/fanguard", or "" for no compiled-rules cache`
@@ -49,16 +50,17 @@ const (
 // leaves out. It is also what configs/fanguard.toml spells out.
 func Default() Config {
 	return Config{
-		Mode:        Enforce,
-		Budget:      5 * time.Second,
-		OnTimeout:   Allow,
-		OnError:     Allow,
-		OnOversize:  Allow,
-		OnOverload:  Allow,
-		Workers:     runtime.NumCPU(),
-		MaxFileSize: 32 << 20,
-		MaxPending:  4096,
-		ScanTimeout: 60 * time.Second,
+		Mode:             Enforce,
+		Budget:           5 * time.Second,
+		OnTimeout:        Allow,
+		OnError:          Allow,
+		OnOversize:       Allow,
+		OnOverload:       Allow,
+		Workers:          runtime.NumCPU(),
+		MaxFileSize:      32 << 20,
+		MaxPending:       4096,
+		MaxPendingPerUID: 256,
+		ScanTimeout:      60 * time.Second,
 		Rules: RulesConfig{
 			Dirs:     []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"},
 			CacheDir: "/var/cache/fanguard",
@@ -149,6 +151,7 @@ type rawConfig struct {
 	Workers     any `toml:"workers"`
 	MaxFileSize any `toml:"max_file_size"`
 	MaxPending  any `toml:"max_pending"`
+	PerUID      any `toml:"max_pending_per_uid"`
 	ScanTimeout any `toml:"scan_timeout"`
 
 	Rules      rawRules      `toml:"rules"`
@@ -232,6 +235,16 @@ func (c *checker) convert(raw *rawConfig) Config {
 	}
 	if n, ok := c.integer("max_pending", raw.MaxPending, 1, maxMaxPending, wantMaxPending); ok {
 		cfg.MaxPending = int(n)
+	}
+	if n, ok := c.integer("max_pending_per_uid", raw.PerUID, 1, maxMaxPending, wantPerUID); ok {
+		cfg.MaxPendingPerUID = int(n)
+	}
+	if cfg.MaxPendingPerUID > cfg.MaxPending {
+		if raw.PerUID != nil {
+			c.bad("max_pending_per_uid", -1, raw.PerUID, "is more than max_pending", wantPerUID)
+		} else {
+			cfg.MaxPendingPerUID = cfg.MaxPending // a small max_pending bounds the default too
+		}
 	}
 	if n, ok := c.size("max_file_size", raw.MaxFileSize); ok {
 		cfg.MaxFileSize = n

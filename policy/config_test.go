@@ -17,17 +17,18 @@ const shippedConfig = "../configs/fanguard.toml"
 
 func TestDefault(t *testing.T) {
 	want := Config{
-		Mode:        Enforce,
-		Budget:      5 * time.Second,
-		OnTimeout:   Allow,
-		OnError:     Allow,
-		OnOversize:  Allow,
-		OnOverload:  Allow,
-		Workers:     runtime.NumCPU(),
-		MaxFileSize: 32 << 20,
-		MaxPending:  4096,
-		ScanTimeout: 60 * time.Second,
-		Rules:       RulesConfig{Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"}, CacheDir: "/var/cache/fanguard"},
+		Mode:             Enforce,
+		Budget:           5 * time.Second,
+		OnTimeout:        Allow,
+		OnError:          Allow,
+		OnOversize:       Allow,
+		OnOverload:       Allow,
+		Workers:          runtime.NumCPU(),
+		MaxFileSize:      32 << 20,
+		MaxPending:       4096,
+		MaxPendingPerUID: 256,
+		ScanTimeout:      60 * time.Second,
+		Rules:            RulesConfig{Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"}, CacheDir: "/var/cache/fanguard"},
 		Protect: ProtectConfig{
 			FSTypes: []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "vfat", "exfat", "f2fs", "iso9660"},
 		},
@@ -71,7 +72,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 	lines := strings.Split(string(data), "\n")
 	for _, key := range []string{
 		"mode", "budget", "on_timeout", "on_error", "on_oversize", "on_overload",
-		"workers", "max_file_size", "max_pending", "scan_timeout", "rules.dirs",
+		"workers", "max_file_size", "max_pending", "max_pending_per_uid", "scan_timeout", "rules.dirs",
 		"protect.paths", "protect.fs_types", "protect.exclude_paths",
 		"protect.exclude_exe", "protect.exclude_uids", "cache.entries", "rules.cache_dir", "control.socket",
 		"quarantine.action", "quarantine.db", "quarantine.vault", "quarantine.max_age", "quarantine.max_bytes", "log.level",
@@ -187,6 +188,7 @@ level = "debug"
 				c.Workers = 3
 				c.MaxFileSize = 1 << 20
 				c.MaxPending = 10
+				c.MaxPendingPerUID = 10 // the default, bounded by max_pending
 				c.ScanTimeout = 90 * time.Second
 				c.Rules.Dirs = []string{"/opt/rules", "/etc/fanguard/rules.d"}
 				c.Protect = ProtectConfig{
@@ -278,6 +280,16 @@ level = "debug"
 			name: "max_pending bounds",
 			doc:  "max_pending = 1048576",
 			want: func(c *Config) { c.MaxPending = 1 << 20 },
+		},
+		{
+			name: "max_pending_per_uid",
+			doc:  "max_pending = 100\nmax_pending_per_uid = 100",
+			want: func(c *Config) { c.MaxPending, c.MaxPendingPerUID = 100, 100 },
+		},
+		{
+			name: "max_pending_per_uid lowest",
+			doc:  "max_pending_per_uid = 1",
+			want: func(c *Config) { c.MaxPendingPerUID = 1 },
 		},
 		{
 			name: "duplicates removed",
@@ -392,7 +404,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "mdoe = \"audit\"\n",
-			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, scan_timeout at the top level, or the tables [rules], [protect], [cache], [control], [quarantine], [log])`},
+			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, max_pending_per_uid, scan_timeout at the top level, or the tables [rules], [protect], [cache], [control], [quarantine], [log])`},
 		},
 		{
 			name: "top-level key below a table",
@@ -544,6 +556,16 @@ func TestParseErrors(t *testing.T) {
 			name: "max_pending too many",
 			doc:  `max_pending = 1048577`,
 			want: []string{`max_pending: 1048577 is out of range (want an integer from 1 to 1048576)`},
+		},
+		{
+			name: "max_pending_per_uid zero",
+			doc:  `max_pending_per_uid = 0`,
+			want: []string{`test.toml:1: max_pending_per_uid: 0 is out of range (want an integer from 1 to 1048576, at most max_pending)`},
+		},
+		{
+			name: "max_pending_per_uid above max_pending",
+			doc:  "max_pending = 10\nmax_pending_per_uid = 11",
+			want: []string{`test.toml:2: max_pending_per_uid: 11 is more than max_pending (want an integer from 1 to 1048576, at most max_pending)`},
 		},
 
 		// Sizes.

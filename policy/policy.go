@@ -53,11 +53,15 @@ type Config struct {
 	OnTimeout   Verdict       // on_timeout: verdict when the budget runs out
 	OnError     Verdict       // on_error: verdict when a file cannot be read or scanned
 	OnOversize  Verdict       // on_oversize: verdict for files above MaxFileSize
-	OnOverload  Verdict       // on_overload: verdict when MaxPending events are in flight
+	OnOverload  Verdict       // on_overload: verdict when MaxPending events (or MaxPendingPerUID of one uid) are in flight
 	Workers     int           // workers: scan workers; 0 in the file means one per CPU (resolved by Parse)
 	MaxFileSize int64         // max_file_size: bytes; larger files are not scanned
 	MaxPending  int           // max_pending: events held at once (queued or scanning)
-	ScanTimeout time.Duration // scan_timeout: CPU bound for one YARA scan, whole seconds (Parse rounds up)
+	// MaxPendingPerUID bounds the events held at once for the processes
+	// of one (real) uid: the excess is answered at once with OnOverload,
+	// so that one user's flood cannot fill MaxPending for everyone.
+	MaxPendingPerUID int           // max_pending_per_uid
+	ScanTimeout      time.Duration // scan_timeout: CPU bound for one YARA scan, whole seconds (Parse rounds up)
 
 	Rules      RulesConfig
 	Protect    ProtectConfig

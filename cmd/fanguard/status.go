@@ -139,6 +139,25 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	line("Uptime", "%s (since %s)", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second).String(),
 		st.Started.Local().Format("2006-01-02 15:04:05 MST"))
 	line("Version", "%s", st.Version)
+	if len(st.Unscanned) > 0 {
+		b.WriteString("\nOpens answered without a scan (on_timeout, on_overload), by user:\n")
+		for i, u := range st.Unscanned {
+			if i == 5 {
+				fmt.Fprintf(&b, "  ... and %d more users\n", len(st.Unscanned)-i)
+				break
+			}
+			who := fmt.Sprintf("uid %d", u.UID)
+			switch {
+			case u.UID == ^uint32(0):
+				who = "unknown uid"
+			case u.UID == ^uint32(0)-1:
+				who = "other uids"
+			case u.User != "":
+				who += " (" + u.User + ")"
+			}
+			fmt.Fprintf(&b, "  %8d timed out %8d overloaded  %s\n", u.TimedOut, u.Overloaded, who)
+		}
+	}
 	if t := st.TopTalkers; len(t.Executables) > 0 {
 		fmt.Fprintf(&b, "\nTop talkers (scan time, last %d minutes):\n", t.WindowMinutes)
 		for _, e := range t.Executables {

@@ -1,0 +1,203 @@
+package daemon
+
+import (
+	"sync"
+)
+
+// sched is the queue between the reader and the workers. It shares the
+// workers fairly between users: each real uid has a queue of its own, and
+// the next job is the one with the smallest start tag of start-time fair
+// queueing, where a job costs its file's size plus a fixed part (libyara's
+// cost per scan, whatever the content). A user with a thousand opens
+// queued waits behind itself; another user's open waits for at most one
+// job of each user before it, not for the thousand.
+//
+// Jobs answered already (their budget ran out while they waited) go to a
+// bounded queue of late jobs, scanned only when no open waits: the scan
+// can still find (and record, and cache as denied) what was let through,
+// but never before an open that is still held. When that queue is full,
+// its oldest job is dropped unscanned: the file stays uncached and its
+// next open scans.
+//
+// It also counts the jobs alive per uid (queued, scanning, waiting for
+// another scan of the same file, or waiting for their timer) against
+// max_pending_per_uid.
+//
+// Safe for concurrent use.
+type sched struct {
+	ready chan struct{} // a token for each queued job; closed by close
+
+	mu      sync.Mutex // guards following
+	users   map[uint32]*userQueue
+	active  []*userQueue // users with jobs waiting
+	vtime   uint64       // the start tag of the job handed out last
+	late    []*job       // answered before their scan began, oldest first
+	lateCap int
+	perUID  int
+	closed  bool
+}
+
+// userQueue is one user's waiting jobs and the count of its live jobs.
+type userQueue struct {
+	uid    uint32
+	jobs   []*job // waiting, oldest first
+	finish uint64 // the finish tag of the last job queued
+	live   int    // jobs of this uid alive, against perUID
+	active bool   // in sched.active
+}
+
+// scanOverhead is the cost of a scan beyond its bytes, in bytes: with the
+// rule sets fanguard is used with, libyara's fixed cost per scan (module
+// object trees, every condition evaluated) is about what scanning 64 KiB
+// more costs.
+const scanOverhead = 64 << 10
+
+// maxLateJobs bounds the late jobs kept for a scan after their answer.
+const maxLateJobs = 256
+
+func newSched(maxPending, perUID int) *sched {
+	return &sched{
+		ready:   make(chan struct{}, maxPending+maxLateJobs),
+		users:   make(map[uint32]*userQueue),
+		lateCap: maxLateJobs,
+		perUID:  perUID,
+	}
+}
+
+// admit counts a new job of uid, unless uid has perUID jobs alive already.
+// Only the reader calls it.
+func (s *sched) admit(uid uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[uid]
+	if u == nil {
+		u = &userQueue{uid: uid}
+		s.users[uid] = u
+	}
+	if u.live >= s.perUID {
+		return false
+	}
+	u.live++
+	return true
+}
+
+// leave uncounts a job of uid admitted before, when it is released.
+func (s *sched) leave(uid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[uid]
+	if u == nil {
+		return
+	}
+	u.live--
+	if u.live <= 0 && len(u.jobs) == 0 && !u.active {
+		delete(s.users, uid)
+	}
+}
+
+// push queues j (admitted before) for a worker. It never blocks. Only the
+// reader calls it, and never after close.
+func (s *sched) push(j *job) {
+	s.mu.Lock()
+	u := s.users[j.uid]
+	if u == nil { // never: admit made it; be safe rather than lose j
+		u = &userQueue{uid: j.uid, live: 1}
+		s.users[j.uid] = u
+	}
+	j.vstart = max(s.vtime, u.finish)
+	u.finish = j.vstart + uint64(j.info.Stamp.Size) + scanOverhead
+	u.jobs = append(u.jobs, j)
+	if !u.active {
+		u.active = true
+		s.active = append(s.active, u)
+	}
+	s.mu.Unlock()
+	s.ready <- struct{}{} // never blocks: one token per job queued, within cap
+}
+
+// pop returns the next job to scan: the waiting job with the smallest
+// start tag, or, when none waits, the oldest late job. It returns nil when
+// there is none (a token can outlive the job it was for: see dropLate).
+// Jobs dropped from the late queue to make room are appended to dropped
+// for the caller to finish, outside the lock.
+func (s *sched) pop(waiting func(*job) bool, dropped []*job) (*job, []*job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.active) > 0 {
+		best := 0
+		for i, u := range s.active {
+			if u.jobs[0].vstart < s.active[best].jobs[0].vstart {
+				best = i
+			}
+		}
+		u := s.active[best]
+		j := u.jobs[0]
+		u.jobs[0] = nil
+		u.jobs = u.jobs[1:]
+		if len(u.jobs) == 0 {
+			u.jobs = nil
+			u.active = false
+			last := len(s.active) - 1
+			s.active[best] = s.active[last]
+			s.active[last] = nil
+			s.active = s.active[:last]
+			if u.live <= 0 {
+				delete(s.users, u.uid)
+			}
+		}
+		s.vtime = j.vstart
+		if waiting(j) {
+			return j, dropped
+		}
+		// Answered while it waited: behind every open still held.
+		if len(s.late) == s.lateCap {
+			dropped = append(dropped, s.late[0])
+			copy(s.late, s.late[1:])
+			s.late[len(s.late)-1] = nil
+			s.late = s.late[:len(s.late)-1]
+			s.dropToken()
+		}
+		s.late = append(s.late, j)
+	}
+	if len(s.late) > 0 {
+		j := s.late[0]
+		s.late[0] = nil
+		s.late = s.late[1:]
+		if len(s.late) == 0 {
+			s.late = nil
+		}
+		return j, dropped
+	}
+	return nil, dropped
+}
+
+// dropToken takes back the token of a job that left the queue without a
+// worker, if no worker took it yet; a worker that did finds one job less,
+// which pop allows for.
+func (s *sched) dropToken() {
+	select {
+	case <-s.ready:
+	default:
+	}
+}
+
+// queued returns the jobs waiting and the late jobs.
+func (s *sched) queued() (waiting, late int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range s.active {
+		waiting += len(u.jobs)
+	}
+	return waiting, len(s.late)
+}
+
+// close lets the workers take what is queued and then stop. The reader
+// must have stopped pushing.
+func (s *sched) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.ready)
+	}
+}

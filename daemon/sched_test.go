@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fanguard/fanguard/fan"
+)
+
+// schedJob is a job of uid for a file of size bytes, named by its fd.
+func schedJob(fd int32, uid uint32, size int64) *job {
+	return &job{fd: fd, uid: uid, info: fan.FileInfo{Stamp: fan.Stamp{Size: size}}}
+}
+
+// order pops every job and returns their fds in the order handed out.
+func order(s *sched, waiting func(*job) bool) (fds []int32, dropped []int32) {
+	for {
+		select {
+		case <-s.ready:
+		default:
+		}
+		j, d := s.pop(waiting, nil)
+		for _, x := range d {
+			dropped = append(dropped, x.fd)
+		}
+		if j == nil {
+			return fds, dropped
+		}
+		fds = append(fds, j.fd)
+	}
+}
+
+func TestSchedFairness(t *testing.T) {
+	all := func(*job) bool { return true }
+	tests := []struct {
+		name string
+		jobs []*job
+		want []int32
+	}{
+		{
+			name: "one user: first in, first out",
+			jobs: []*job{schedJob(1, 7, 10), schedJob(2, 7, 10), schedJob(3, 7, 10)},
+			want: []int32{1, 2, 3},
+		},
+		{
+			name: "a flood does not hold another user's open back",
+			jobs: []*job{schedJob(1, 7, 32<<20), schedJob(2, 7, 32<<20), schedJob(3, 7, 32<<20), schedJob(4, 7, 32<<20),
+				schedJob(5, 0, 4096)},
+			want: []int32{1, 5, 2, 3, 4},
+		},
+		{
+			name: "users alternate by cost: many small files of one, few large of another",
+			jobs: []*job{schedJob(1, 1, 1<<20), schedJob(2, 1, 1<<20), schedJob(3, 2, 0), schedJob(4, 2, 0),
+				schedJob(5, 2, 0), schedJob(6, 2, 0), schedJob(7, 2, 0), schedJob(8, 2, 0)},
+			// A 1 MiB file costs 17 empty ones (64 KiB fixed each).
+			want: []int32{1, 3, 4, 5, 6, 7, 8, 2},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSched(64, 64)
+			for _, j := range tt.jobs {
+				if !s.admit(j.uid) {
+					t.Fatalf("admit %d refused", j.uid)
+				}
+				s.push(j)
+			}
+			got, dropped := order(s, all)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("order (-want +got):\n%s", diff)
+			}
+			if len(dropped) > 0 {
+				t.Errorf("dropped %v", dropped)
+			}
+		})
+	}
+}
+
+func TestSchedPerUIDBound(t *testing.T) {
+	s := newSched(64, 2)
+	if !s.admit(7) || !s.admit(7) {
+		t.Fatal("first two jobs of uid 7 refused")
+	}
+	if s.admit(7) {
+		t.Error("third job of uid 7 admitted with max_pending_per_uid = 2")
+	}
+	if !s.admit(8) {
+		t.Error("uid 8 refused because of uid 7")
+	}
+	s.leave(7)
+	if !s.admit(7) {
+		t.Error("uid 7 refused after one of its jobs left")
+	}
+	s.leave(7)
+	s.leave(7)
+	s.leave(8)
+	if len(s.users) != 0 {
+		t.Errorf("%d users kept with no job alive", len(s.users))
+	}
+}
+
+// TestSchedLate: jobs answered while they waited go behind every job still
+// waiting, and beyond maxLateJobs the oldest of them are dropped.
+func TestSchedLate(t *testing.T) {
+	s := newSched(4096, 4096)
+	answered := map[int32]bool{}
+	waiting := func(j *job) bool { return !answered[j.fd] }
+	for fd := range int32(maxLateJobs + 10) {
+		j := schedJob(fd, 1, 10)
+		answered[fd] = true
+		s.admit(1)
+		s.push(j)
+	}
+	s.admit(2)
+	s.push(schedJob(9999, 2, 10))
+	got, dropped := order(s, waiting)
+	if len(got) == 0 || got[0] != 9999 {
+		t.Fatalf("the open still held was not first: %v", got[:min(3, len(got))])
+	}
+	if len(got) != 1+maxLateJobs {
+		t.Errorf("%d jobs handed out, want %d", len(got), 1+maxLateJobs)
+	}
+	if len(dropped) != 10 || dropped[0] != 0 || dropped[9] != 9 {
+		t.Errorf("dropped %v, want the 10 oldest", dropped)
+	}
+	if got[1] != 10 {
+		t.Errorf("first late job handed out %d, want 10 (the oldest kept)", got[1])
+	}
+}
