@@ -58,7 +58,9 @@ func daemonActor() Actor { return Actor{UID: uint32(os.Geteuid()), Name: "fangua
 // made is removed. One exception: when the original is already gone from
 // its path by the time it would be unlinked, the copy is kept (state
 // StateQuarantined). A record in any state but StateRecorded gives an
-// error wrapping ErrState.
+// error wrapping ErrState. An error wrapping ErrFull means that the disk of
+// the vault or of the database is full (if the database could not take
+// the record back to StateRecorded, Recover does at the next start).
 func (m *Mover) Quarantine(ctx context.Context, id int64, path []byte, dev, ino uint64) error {
 	r, err := m.Store.Get(ctx, id)
 	if err != nil {

@@ -56,6 +56,11 @@ var (
 	ErrSymlink = errors.New("symbolic link in the target path")
 	// ErrCorrupt: a vault file or its header is damaged.
 	ErrCorrupt = errors.New("vault file corrupt")
+	// ErrFull: the disk (or the quota) holding the database or the vault
+	// is full: SQLite could not grow the database or its WAL (SQLITE_FULL),
+	// or a write failed with ENOSPC or EDQUOT. What failed was not written;
+	// the same call can succeed once there is room.
+	ErrFull = errors.New("no space left for the quarantine")
 )
 
 // Record is one detection: what was found, in which file, opened by whom,

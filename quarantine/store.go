@@ -164,13 +164,13 @@ func (s *Store) migrate(ctx context.Context) error {
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return full(err)
 	}
 	if err := f(tx); err != nil {
 		tx.Rollback()
-		return err
+		return full(err)
 	}
-	return tx.Commit()
+	return full(tx.Commit())
 }
 
 func nanos(t time.Time) int64 {
@@ -202,6 +202,10 @@ func nonNil(b []byte) []byte {
 // MaxMatchesBytes and the rest), with the whole lengths and the counts of
 // what was left out kept (CmdlineLen, StringMatch.Len, StringsOmitted,
 // MatchesOmitted); Get returns the bounded record. r is not modified.
+//
+// An error wrapping ErrFull means that the disk holding the database is
+// full: nothing was recorded, and a later Add can succeed once there is
+// room.
 func (s *Store) Add(ctx context.Context, r *Record) (int64, error) {
 	b, mj, err := bounded(r)
 	if err != nil {
@@ -215,7 +219,7 @@ func (s *Store) Add(ctx context.Context, r *Record) (int64, error) {
 		int64(b.UID), int64(b.GID), nanos(b.Mtime), int64(b.PID), nonNil(b.Exe), nonNil(b.Cmdline), b.CmdlineLen, int64(b.ProcUID),
 		b.RulesGeneration, b.VaultName, string(mj), b.MatchesOmitted, b.Count, nanos(b.LastSeen))
 	if err != nil {
-		return 0, fmt.Errorf("adding a record: %w", err)
+		return 0, fmt.Errorf("adding a record: %w", full(err))
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
@@ -230,7 +234,8 @@ func (s *Store) Add(ctx context.Context, r *Record) (int64, error) {
 // becomes Last when Last is later. Entries for the same record add up. It
 // writes nothing and returns an error when an entry's N is below 1. Entries
 // of records that do not exist are left out, and reported by an error
-// wrapping ErrNotFound once the others are committed.
+// wrapping ErrNotFound once the others are committed. An error wrapping
+// ErrFull means that the disk is full and nothing was written.
 //
 // It is meant to be called about once a second by a daemon that coalesces
 // repeats in memory: the cost is one small update per record in the batch.
@@ -266,7 +271,7 @@ func (s *Store) AddRepeats(ctx context.Context, reps []Repeat) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("adding repeats: %w", err)
+		return fmt.Errorf("adding repeats: %w", full(err))
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("adding repeats to records %v: %w", missing, ErrNotFound)

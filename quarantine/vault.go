@@ -126,7 +126,8 @@ func (v *Vault) Dir() string { return v.dir }
 // content is fsynced, renamed into place and the directory fsynced before
 // Put returns. Putting content that is already there replaces it with the
 // same bytes. If what was read does not have the given sha256, nothing is
-// kept and the error wraps ErrChanged.
+// kept and the error wraps ErrChanged; when the vault's disk is full,
+// nothing is kept and the error wraps ErrFull.
 func (v *Vault) Put(src *os.File, sha256 string) (name string, err error) {
 	return v.put(src, math.MaxInt64, sha256, nil)
 }
@@ -140,7 +141,7 @@ func (v *Vault) put(src *os.File, limit int64, sum string, fault func(string)) (
 	name = VaultName(sum)
 	tmp, err := os.CreateTemp(v.dir, tempPrefix+"*")
 	if err != nil {
-		return "", fmt.Errorf("putting %s into the vault: %w", sum, err)
+		return "", fmt.Errorf("putting %s into the vault: %w", sum, full(err))
 	}
 	defer func() {
 		if err != nil {
@@ -161,7 +162,7 @@ func (v *Vault) put(src *os.File, limit int64, sum string, fault func(string)) (
 			h.Write(buf[:n])
 			xorAt(buf[:n], off)
 			if _, err := tmp.WriteAt(buf[:n], headerSize+off); err != nil {
-				return "", fmt.Errorf("writing %s into the vault: %w", sum, err)
+				return "", fmt.Errorf("writing %s into the vault: %w", sum, full(err))
 			}
 			off += int64(n)
 		}
@@ -182,17 +183,17 @@ func (v *Vault) put(src *os.File, limit int64, sum string, fault func(string)) (
 	binary.BigEndian.PutUint64(hdr[8:16], uint64(off))
 	copy(hdr[16:48], got)
 	if _, err := tmp.WriteAt(hdr[:], 0); err != nil {
-		return "", fmt.Errorf("writing %s into the vault: %w", sum, err)
+		return "", fmt.Errorf("writing %s into the vault: %w", sum, full(err))
 	}
 	if err := tmp.Sync(); err != nil {
-		return "", fmt.Errorf("syncing %s in the vault: %w", sum, err)
+		return "", fmt.Errorf("syncing %s in the vault: %w", sum, full(err))
 	}
 	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("writing %s into the vault: %w", sum, err)
+		return "", fmt.Errorf("writing %s into the vault: %w", sum, full(err))
 	}
 	callFault(fault, "after-vault-write")
 	if err := os.Rename(tmp.Name(), filepath.Join(v.dir, name)); err != nil {
-		return "", fmt.Errorf("putting %s into the vault: %w", sum, err)
+		return "", fmt.Errorf("putting %s into the vault: %w", sum, full(err))
 	}
 	if err := v.syncDir(); err != nil {
 		return "", err
