@@ -27,6 +27,10 @@ import (
 type Mover struct {
 	Store *Store
 	Vault *Vault
+	// MaxBytes bounds the vault: a move that would take it above MaxBytes
+	// bytes is refused (see Quarantine). 0: no bound. The daemon sets it
+	// from [quarantine] max_bytes.
+	MaxBytes int64
 	// Fault, if not nil, is called at each named point of a move:
 	// "after-record", "after-vault-write", "after-vault-rename",
 	// "after-state" and "after-unlink". A test seam: a test kills the
@@ -45,17 +49,21 @@ func daemonActor() Actor { return Actor{UID: uint32(os.Geteuid()), Name: "fangua
 //  1. the record goes to StateQuarantining (committed): "after-record";
 //  2. the file is opened by path (O_NOFOLLOW, no symbolic link on the way)
 //     and must still be inode dev/ino, of the size that was scanned;
-//  3. its content is copied into the vault, checked against the record's
-//     sha256 and fsynced: "after-vault-write", "after-vault-rename";
+//  3. its content is copied into the vault (unless the vault has it),
+//     checked against the record's sha256 and fsynced, under the vault's
+//     exclusive lock, which also orders the check of MaxBytes before it:
+//     "after-vault-write", "after-vault-rename";
 //  4. the record gets the vault name (committed): "after-state";
 //  5. the original is unlinked, if the path still leads to inode dev/ino
 //     and the file did not change while it was copied: "after-unlink";
 //  6. the record goes to StateQuarantined with a history event.
 //
 // When the file is gone, replaced or changed (the error wraps ErrChanged),
-// or cannot be unlinked, the record goes back to StateRecorded with an
-// EventNotMoved event saying why, the file stays where it is, and any copy
-// made is removed. One exception: when the original is already gone from
+// when the vault would hold more than MaxBytes bytes with it (ErrVaultLimit;
+// content already in the vault under the same sha256 costs nothing), or
+// when it cannot be copied or unlinked, the record goes back to
+// StateRecorded with an EventNotMoved event saying why, the file stays
+// where it is, and any copy made is removed. One exception: when the original is already gone from
 // its path by the time it would be unlinked, the copy is kept (state
 // StateQuarantined). A record in any state but StateRecorded gives an
 // error wrapping ErrState. An error wrapping ErrFull means that the disk of
@@ -149,13 +157,14 @@ func (m *Mover) move(ctx context.Context, id int64, sum string, size int64, path
 			strconv.Quote(string(path)), d.st.Size, size, ErrChanged))
 	}
 
-	// Hold the vault's shared lock from the copy until the record names it,
-	// so that no remover takes the file away in between.
-	unlock, err := m.Vault.lock(unix.LOCK_SH)
+	// Hold the vault's lock from the size check and the copy until the
+	// record names the copy, so that no remover takes the file away in
+	// between and no other move takes the room it was measured in.
+	unlock, err := m.Vault.lock(unix.LOCK_EX)
 	if err != nil {
 		return m.giveUp(ctx, id, "", sum, err)
 	}
-	name, err := m.Vault.put(d.f, size+1, sum, m.Fault) // a byte more tells growth during the copy
+	name, err := m.Vault.store(d.f, size, sum, m.MaxBytes, m.Fault)
 	if err == nil {
 		err = m.Store.SetState(ctx, id, StateQuarantining, name)
 	}
@@ -298,7 +307,7 @@ func (m *Mover) recoverOne(ctx context.Context, r *Record) error {
 		if inVault {
 			// The inode number may have been reused by a new file after
 			// the original was unlinked: only the same content counts.
-			sum, err := fileSHA256(d.f)
+			sum, err := fileSHA256(io.NewSectionReader(d.f, 0, math.MaxInt64))
 			inPlace = err == nil && sum == r.SHA256
 		}
 		d.close()
@@ -318,9 +327,9 @@ func (m *Mover) recoverOne(ctx context.Context, r *Record) error {
 	}
 }
 
-func fileSHA256(f *os.File) (string, error) {
+func fileSHA256(r io.Reader) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, math.MaxInt64)); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

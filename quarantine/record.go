@@ -61,6 +61,10 @@ var (
 	// or a write failed with ENOSPC or EDQUOT. What failed was not written;
 	// the same call can succeed once there is room.
 	ErrFull = errors.New("no space left for the quarantine")
+	// ErrVaultLimit: a move into the vault was refused because the vault
+	// would then hold more than Mover.MaxBytes bytes; the file stays in
+	// place.
+	ErrVaultLimit = errors.New("vault at its size limit (max_bytes)")
 )
 
 // Record is one detection: what was found, in which file, opened by whom,
