@@ -83,7 +83,7 @@ func (m *Mover) Quarantine(ctx context.Context, id int64, path []byte, dev, ino 
 
 // detected is a file opened for a move: its directory and itself.
 type detected struct {
-	dirfd int      // O_PATH fd of the directory the file was found in
+	dirfd int      // O_PATH fd of the directory the file was found in, on a local filesystem
 	base  string   // its name there
 	f     *os.File // the file, read-only
 	st    unix.Stat_t
@@ -97,24 +97,56 @@ func (d *detected) close() {
 // openDetected opens the file at path and checks it is inode dev/ino, a
 // regular file. A different or missing file gives an error wrapping
 // ErrChanged.
+//
+// The path is the opener's view, and the opener may have changed what it
+// leads through since: it may now cross a FUSE mount whose server never
+// answers, which would hold the caller (the daemon's recorder) forever.
+// So no lookup waits on a filesystem that is not local: the directory is
+// found from the kernel's dentry cache alone, or else only through
+// directories on local filesystems (openDirNoWait); it must be on a local
+// filesystem itself, since the move looks the name up in it again and
+// unlinks it there; the file is looked up the same way, checked by its
+// attributes at hand (no filesystem asked), and only then opened, through
+// the descriptor that was checked. A refusal gives an error wrapping
+// ErrNotLocal.
 func openDetected(path []byte, dev, ino uint64) (*detected, error) {
 	dir, base, err := splitPath(path)
 	if err != nil {
 		return nil, err
 	}
-	dirfd, err := openDir(dir, unix.O_PATH)
+	dirfd, err := openDirNoWait(dir)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			err = fmt.Errorf("%w (%w)", ErrChanged, err)
 		}
 		return nil, err
 	}
-	fd, err := unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err := checkLocal(dirfd, dir); err != nil && !errors.Is(err, unix.ENOSYS) {
+		// Without statmount (before Linux 6.8) the check is left to the
+		// daemon's marks: it is the detected file's own filesystem.
+		unix.Close(dirfd)
+		return nil, err
+	}
+	pfd, err := lookupAt(dirfd, base, 0)
 	if err != nil {
 		unix.Close(dirfd)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
 			return nil, fmt.Errorf("opening %s: %w (%w)", strconv.Quote(string(path)), ErrChanged, err)
 		}
+		return nil, fmt.Errorf("opening %s: %w", strconv.Quote(string(path)), err)
+	}
+	stx, err := statNoWait(pfd)
+	if err == nil && (unix.Mkdev(stx.Dev_major, stx.Dev_minor) != dev || stx.Ino != ino || stx.Mode&unix.S_IFMT != unix.S_IFREG) {
+		err = fmt.Errorf("%s is now inode %d:%d, not the detected %d:%d: %w", strconv.Quote(string(path)),
+			unix.Mkdev(stx.Dev_major, stx.Dev_minor), stx.Ino, dev, ino, ErrChanged)
+	}
+	var fd int
+	if err == nil {
+		fd, err = reopen(pfd)
+	}
+	unix.Close(pfd)
+	if err != nil {
+		unix.Close(dirfd)
 		return nil, fmt.Errorf("opening %s: %w", strconv.Quote(string(path)), err)
 	}
 	d := &detected{dirfd: dirfd, base: base, f: os.NewFile(uintptr(fd), string(path))}
@@ -128,6 +160,21 @@ func openDetected(path []byte, dev, ino uint64) (*detected, error) {
 			strconv.Quote(string(path)), d.st.Dev, d.st.Ino, dev, ino, ErrChanged)
 	}
 	return d, nil
+}
+
+// statAt returns the device and inode that name in directory d.dirfd
+// leads to now, without waiting on another filesystem (see openDetected).
+func (d *detected) statAt() (dev, ino uint64, err error) {
+	fd, err := lookupAt(d.dirfd, d.base, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unix.Close(fd)
+	stx, err := statNoWait(fd)
+	if err != nil {
+		return 0, 0, err
+	}
+	return unix.Mkdev(stx.Dev_major, stx.Dev_minor), stx.Ino, nil
 }
 
 // unchanged reports whether the file still has the size and times it had
@@ -176,15 +223,14 @@ func (m *Mover) move(ctx context.Context, id int64, sum string, size int64, path
 
 	// Unlink the original only if the path still leads to the inode that
 	// was copied, and the copy is still its content.
-	var st unix.Stat_t
-	err = unix.Fstatat(d.dirfd, d.base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	nowDev, nowIno, err := d.statAt()
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		m.fault("after-unlink")
 		return m.done(ctx, id, name, "the original was already gone from its path")
 	case err != nil:
 		return m.giveUp(ctx, id, name, sum, fmt.Errorf("inspecting %s: %w", strconv.Quote(string(path)), err))
-	case st.Dev != dev || st.Ino != ino:
+	case nowDev != dev || nowIno != ino:
 		// The detected inode left the path (renamed or replaced): the copy
 		// is all there is to review; the file at the path is not ours.
 		m.fault("after-unlink")

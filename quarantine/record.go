@@ -65,6 +65,12 @@ var (
 	// would then hold more than Mover.MaxBytes bytes; the file stays in
 	// place.
 	ErrVaultLimit = errors.New("vault at its size limit (max_bytes)")
+	// ErrNotLocal: a move was refused because looking up the file's path
+	// could have waited on a filesystem that is not a local one (FUSE,
+	// NFS, SMB, 9p, Ceph, overlay, proc...), whose server may never
+	// answer, or on a mount point that is not in the kernel's cache (an
+	// automount); the file stays in place.
+	ErrNotLocal = errors.New("path not resolvable without waiting on a filesystem that is not local")
 )
 
 // Record is one detection: what was found, in which file, opened by whom,
