@@ -22,8 +22,9 @@ import (
 //
 // Moves, restores and deletions of different records may run at once, in
 // one process or several (the daemon and the command line): content shared
-// by several records is guarded by a lock on the vault directory. A Mover
-// is safe for concurrent use once its fields are set.
+// by several records, and the room left in the vault, are guarded by a lock
+// on the vault directory, which moves into one vault take one at a time.
+// A Mover is safe for concurrent use once its fields are set.
 type Mover struct {
 	Store *Store
 	Vault *Vault

@@ -515,9 +515,10 @@ func (v *Vault) fileSize(name string) int64 {
 	return fi.Size()
 }
 
-// lock takes a flock on the vault directory: shared (LOCK_SH) while content
-// is put in and not yet claimed by a record, exclusive (LOCK_EX) while a
-// remover checks that no record needs a file and removes it. The returned
+// lock takes a flock on the vault directory (how is LOCK_EX: exclusive),
+// held by a move from its size check until a record claims the content it
+// put in, by a remover while it checks that no record needs a file and
+// removes it, and by whoever measures the vault (Used). The returned
 // function releases it.
 func (v *Vault) lock(how int) (unlock func(), err error) {
 	fd, err := unix.Open(v.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
