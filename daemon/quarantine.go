@@ -19,8 +19,8 @@ type QuarantineRecorder struct {
 }
 
 // OpenQuarantine opens the quarantine log and the vault named by cfg and
-// settles moves a crash interrupted. Call it before the daemon places its
-// marks.
+// settles moves a crash interrupted. Moves keep the vault within
+// cfg.MaxBytes (0: no bound). Call it before the daemon places its marks.
 func OpenQuarantine(ctx context.Context, cfg policy.QuarantineConfig) (*QuarantineRecorder, error) {
 	store, err := quarantine.Open(cfg.DB)
 	if err != nil {
@@ -31,7 +31,7 @@ func OpenQuarantine(ctx context.Context, cfg policy.QuarantineConfig) (*Quaranti
 		store.Close()
 		return nil, err
 	}
-	q := &QuarantineRecorder{Store: store, Mover: &quarantine.Mover{Store: store, Vault: vault}}
+	q := &QuarantineRecorder{Store: store, Mover: &quarantine.Mover{Store: store, Vault: vault, MaxBytes: cfg.MaxBytes}}
 	if err := q.Mover.Recover(ctx); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("recovering interrupted quarantine moves: %w", err)
@@ -47,7 +47,9 @@ func (q *QuarantineRecorder) Allowed(ctx context.Context, sha256 string) (bool, 
 	return q.Store.IsAllowed(ctx, sha256)
 }
 
-// Record implements Recorder.
+// Record implements Recorder. The record is bounded (see
+// quarantine.MaxCmdline and the other caps) whatever d holds; an error
+// wrapping quarantine.ErrFull means that the database's disk is full.
 func (q *QuarantineRecorder) Record(ctx context.Context, d *Detection) (int64, error) {
 	r := quarantine.Record{
 		Time:            d.Time,
@@ -80,9 +82,21 @@ func (q *QuarantineRecorder) Record(ctx context.Context, d *Detection) (int64, e
 	return q.Store.Add(ctx, &r)
 }
 
-// Quarantine implements Recorder.
+// Quarantine implements Recorder. A refused move leaves the file in place
+// (denied) and says why in the record; its error wraps
+// quarantine.ErrVaultLimit (the vault would pass max_bytes),
+// quarantine.ErrNotLocal (the path now leads through a filesystem that is
+// not local), quarantine.ErrChanged (the file changed or left its path) or
+// quarantine.ErrFull (a full disk).
 func (q *QuarantineRecorder) Quarantine(ctx context.Context, id int64, d *Detection) error {
 	return q.Mover.Quarantine(ctx, id, d.Path, d.File.ID.Dev, d.File.ID.Ino)
+}
+
+// AddRepeats folds repeats of recorded detections into their records
+// (count and last seen), all in one transaction: call it about once a
+// second with the repeats coalesced since. See quarantine.Store.AddRepeats.
+func (q *QuarantineRecorder) AddRepeats(ctx context.Context, reps []quarantine.Repeat) error {
+	return q.Store.AddRepeats(ctx, reps)
 }
 
 // Retain purges the vault by age and size.

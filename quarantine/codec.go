@@ -31,14 +31,12 @@ type exactString struct {
 	ID []byte `json:"id"`
 }
 
-func encodeMatches(ms []Match) ([]byte, error) {
-	out := make([]storedMatch, len(ms))
-	for i, m := range ms {
-		out[i].Match = m
-		if matchValidUTF8(m) {
-			continue
-		}
-		v := &out[i].Match
+// encodeMatch returns the stored form of one match: an element of the
+// matches column's array.
+func encodeMatch(m Match) ([]byte, error) {
+	out := storedMatch{Match: m}
+	if !matchValidUTF8(m) {
+		v := &out.Match
 		v.Rule, v.Namespace, v.RuleFile = valid(m.Rule), valid(m.Namespace), valid(m.RuleFile)
 		x := &exactMatch{Rule: []byte(m.Rule), Namespace: []byte(m.Namespace), RuleFile: []byte(m.RuleFile)}
 		v.Tags = make([]string, len(m.Tags))
@@ -59,9 +57,26 @@ func encodeMatches(ms []Match) ([]byte, error) {
 			v.Strings[j].ID = valid(s.ID)
 			x.Strings = append(x.Strings, exactString{ID: []byte(s.ID)})
 		}
-		out[i].Exact = x
+		out.Exact = x
 	}
 	return json.Marshal(out)
+}
+
+// joinJSON makes a JSON array of encoded elements.
+func joinJSON(elems [][]byte) []byte {
+	n := 2
+	for _, e := range elems {
+		n += len(e) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, e := range elems {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, ']')
 }
 
 func decodeMatches(b []byte) ([]Match, error) {
@@ -75,11 +90,14 @@ func decodeMatches(b []byte) ([]Match, error) {
 	out := make([]Match, len(in))
 	for i, sm := range in {
 		out[i] = sm.Match
+		m := &out[i]
+		for j := range m.Strings {
+			m.Strings[j].Len = max(m.Strings[j].Len, int64(len(m.Strings[j].Data)))
+		}
 		x := sm.Exact
 		if x == nil {
 			continue
 		}
-		m := &out[i]
 		m.Rule, m.Namespace, m.RuleFile = string(x.Rule), string(x.Namespace), string(x.RuleFile)
 		m.Tags = nil
 		for _, t := range x.Tags {

@@ -9,5 +9,8 @@
 // and it must never leave a detected file both gone from its path and
 // missing from the vault, whatever point a crash interrupts it at. Nothing
 // here runs on the event path: the daemon answers the open first and calls
-// this package afterwards.
+// this package afterwards. Nothing the opener controls may make it grow
+// without bound or wait without end: records are bounded whatever they are
+// given, the vault stays within its size limit on every move, and a move
+// never waits on a filesystem that is not local.
 package quarantine

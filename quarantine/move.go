@@ -22,11 +22,16 @@ import (
 //
 // Moves, restores and deletions of different records may run at once, in
 // one process or several (the daemon and the command line): content shared
-// by several records is guarded by a lock on the vault directory. A Mover
-// is safe for concurrent use once its fields are set.
+// by several records, and the room left in the vault, are guarded by a lock
+// on the vault directory, which moves into one vault take one at a time.
+// A Mover is safe for concurrent use once its fields are set.
 type Mover struct {
 	Store *Store
 	Vault *Vault
+	// MaxBytes bounds the vault: a move that would take it above MaxBytes
+	// bytes is refused (see Quarantine). 0: no bound. The daemon sets it
+	// from [quarantine] max_bytes.
+	MaxBytes int64
 	// Fault, if not nil, is called at each named point of a move:
 	// "after-record", "after-vault-write", "after-vault-rename",
 	// "after-state" and "after-unlink". A test seam: a test kills the
@@ -45,20 +50,26 @@ func daemonActor() Actor { return Actor{UID: uint32(os.Geteuid()), Name: "fangua
 //  1. the record goes to StateQuarantining (committed): "after-record";
 //  2. the file is opened by path (O_NOFOLLOW, no symbolic link on the way)
 //     and must still be inode dev/ino, of the size that was scanned;
-//  3. its content is copied into the vault, checked against the record's
-//     sha256 and fsynced: "after-vault-write", "after-vault-rename";
+//  3. its content is copied into the vault (unless the vault has it),
+//     checked against the record's sha256 and fsynced, under the vault's
+//     exclusive lock, which also orders the check of MaxBytes before it:
+//     "after-vault-write", "after-vault-rename";
 //  4. the record gets the vault name (committed): "after-state";
 //  5. the original is unlinked, if the path still leads to inode dev/ino
 //     and the file did not change while it was copied: "after-unlink";
 //  6. the record goes to StateQuarantined with a history event.
 //
 // When the file is gone, replaced or changed (the error wraps ErrChanged),
-// or cannot be unlinked, the record goes back to StateRecorded with an
-// EventNotMoved event saying why, the file stays where it is, and any copy
-// made is removed. One exception: when the original is already gone from
+// when the vault would hold more than MaxBytes bytes with it (ErrVaultLimit;
+// content already in the vault under the same sha256 costs nothing), or
+// when it cannot be copied or unlinked, the record goes back to
+// StateRecorded with an EventNotMoved event saying why, the file stays
+// where it is, and any copy made is removed. One exception: when the original is already gone from
 // its path by the time it would be unlinked, the copy is kept (state
 // StateQuarantined). A record in any state but StateRecorded gives an
-// error wrapping ErrState.
+// error wrapping ErrState. An error wrapping ErrFull means that the disk of
+// the vault or of the database is full (if the database could not take
+// the record back to StateRecorded, Recover does at the next start).
 func (m *Mover) Quarantine(ctx context.Context, id int64, path []byte, dev, ino uint64) error {
 	r, err := m.Store.Get(ctx, id)
 	if err != nil {
@@ -73,7 +84,7 @@ func (m *Mover) Quarantine(ctx context.Context, id int64, path []byte, dev, ino 
 
 // detected is a file opened for a move: its directory and itself.
 type detected struct {
-	dirfd int      // O_PATH fd of the directory the file was found in
+	dirfd int      // O_PATH fd of the directory the file was found in, on a local filesystem
 	base  string   // its name there
 	f     *os.File // the file, read-only
 	st    unix.Stat_t
@@ -87,24 +98,56 @@ func (d *detected) close() {
 // openDetected opens the file at path and checks it is inode dev/ino, a
 // regular file. A different or missing file gives an error wrapping
 // ErrChanged.
+//
+// The path is the opener's view, and the opener may have changed what it
+// leads through since: it may now cross a FUSE mount whose server never
+// answers, which would hold the caller (the daemon's recorder) forever.
+// So no lookup waits on a filesystem that is not local: the directory is
+// found from the kernel's dentry cache alone, or else only through
+// directories on local filesystems (openDirNoWait); it must be on a local
+// filesystem itself, since the move looks the name up in it again and
+// unlinks it there; the file is looked up the same way, checked by its
+// attributes at hand (no filesystem asked), and only then opened, through
+// the descriptor that was checked. A refusal gives an error wrapping
+// ErrNotLocal.
 func openDetected(path []byte, dev, ino uint64) (*detected, error) {
 	dir, base, err := splitPath(path)
 	if err != nil {
 		return nil, err
 	}
-	dirfd, err := openDir(dir, unix.O_PATH)
+	dirfd, err := openDirNoWait(dir)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			err = fmt.Errorf("%w (%w)", ErrChanged, err)
 		}
 		return nil, err
 	}
-	fd, err := unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err := checkLocal(dirfd, dir); err != nil && !errors.Is(err, unix.ENOSYS) {
+		// Without statmount (before Linux 6.8) the check is left to the
+		// daemon's marks: it is the detected file's own filesystem.
+		unix.Close(dirfd)
+		return nil, err
+	}
+	pfd, err := lookupAt(dirfd, base, 0)
 	if err != nil {
 		unix.Close(dirfd)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
 			return nil, fmt.Errorf("opening %s: %w (%w)", strconv.Quote(string(path)), ErrChanged, err)
 		}
+		return nil, fmt.Errorf("opening %s: %w", strconv.Quote(string(path)), err)
+	}
+	stx, err := statNoWait(pfd)
+	if err == nil && (unix.Mkdev(stx.Dev_major, stx.Dev_minor) != dev || stx.Ino != ino || stx.Mode&unix.S_IFMT != unix.S_IFREG) {
+		err = fmt.Errorf("%s is now inode %d:%d, not the detected %d:%d: %w", strconv.Quote(string(path)),
+			unix.Mkdev(stx.Dev_major, stx.Dev_minor), stx.Ino, dev, ino, ErrChanged)
+	}
+	var fd int
+	if err == nil {
+		fd, err = reopen(pfd)
+	}
+	unix.Close(pfd)
+	if err != nil {
+		unix.Close(dirfd)
 		return nil, fmt.Errorf("opening %s: %w", strconv.Quote(string(path)), err)
 	}
 	d := &detected{dirfd: dirfd, base: base, f: os.NewFile(uintptr(fd), string(path))}
@@ -118,6 +161,21 @@ func openDetected(path []byte, dev, ino uint64) (*detected, error) {
 			strconv.Quote(string(path)), d.st.Dev, d.st.Ino, dev, ino, ErrChanged)
 	}
 	return d, nil
+}
+
+// statAt returns the device and inode that name in directory d.dirfd
+// leads to now, without waiting on another filesystem (see openDetected).
+func (d *detected) statAt() (dev, ino uint64, err error) {
+	fd, err := lookupAt(d.dirfd, d.base, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unix.Close(fd)
+	stx, err := statNoWait(fd)
+	if err != nil {
+		return 0, 0, err
+	}
+	return unix.Mkdev(stx.Dev_major, stx.Dev_minor), stx.Ino, nil
 }
 
 // unchanged reports whether the file still has the size and times it had
@@ -147,13 +205,14 @@ func (m *Mover) move(ctx context.Context, id int64, sum string, size int64, path
 			strconv.Quote(string(path)), d.st.Size, size, ErrChanged))
 	}
 
-	// Hold the vault's shared lock from the copy until the record names it,
-	// so that no remover takes the file away in between.
-	unlock, err := m.Vault.lock(unix.LOCK_SH)
+	// Hold the vault's lock from the size check and the copy until the
+	// record names the copy, so that no remover takes the file away in
+	// between and no other move takes the room it was measured in.
+	unlock, err := m.Vault.lock(unix.LOCK_EX)
 	if err != nil {
 		return m.giveUp(ctx, id, "", sum, err)
 	}
-	name, err := m.Vault.put(d.f, size+1, sum, m.Fault) // a byte more tells growth during the copy
+	name, err := m.Vault.store(d.f, size, sum, m.MaxBytes, m.Fault)
 	if err == nil {
 		err = m.Store.SetState(ctx, id, StateQuarantining, name)
 	}
@@ -165,15 +224,14 @@ func (m *Mover) move(ctx context.Context, id int64, sum string, size int64, path
 
 	// Unlink the original only if the path still leads to the inode that
 	// was copied, and the copy is still its content.
-	var st unix.Stat_t
-	err = unix.Fstatat(d.dirfd, d.base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	nowDev, nowIno, err := d.statAt()
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		m.fault("after-unlink")
 		return m.done(ctx, id, name, "the original was already gone from its path")
 	case err != nil:
 		return m.giveUp(ctx, id, name, sum, fmt.Errorf("inspecting %s: %w", strconv.Quote(string(path)), err))
-	case st.Dev != dev || st.Ino != ino:
+	case nowDev != dev || nowIno != ino:
 		// The detected inode left the path (renamed or replaced): the copy
 		// is all there is to review; the file at the path is not ours.
 		m.fault("after-unlink")
@@ -296,7 +354,7 @@ func (m *Mover) recoverOne(ctx context.Context, r *Record) error {
 		if inVault {
 			// The inode number may have been reused by a new file after
 			// the original was unlinked: only the same content counts.
-			sum, err := fileSHA256(d.f)
+			sum, err := fileSHA256(io.NewSectionReader(d.f, 0, math.MaxInt64))
 			inPlace = err == nil && sum == r.SHA256
 		}
 		d.close()
@@ -316,9 +374,9 @@ func (m *Mover) recoverOne(ctx context.Context, r *Record) error {
 	}
 }
 
-func fileSHA256(f *os.File) (string, error) {
+func fileSHA256(r io.Reader) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, math.MaxInt64)); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -45,7 +45,7 @@ func (s *Store) Purge(ctx context.Context, olderThan time.Time, maxBytes int64, 
 	}
 	detail := fmt.Sprintf("vault above %d bytes", maxBytes)
 	for {
-		size, err := vault.Size()
+		size, err := vault.Used()
 		if err != nil {
 			return res, fmt.Errorf("purging: %w", err)
 		}
@@ -154,7 +154,11 @@ func release(ctx context.Context, s *Store, v *Vault, name, sum string) (removed
 	if size == 0 {
 		return false, 0, nil // already gone
 	}
-	if err := v.Remove(name); err != nil {
+	err = v.track(func() (int64, error) {
+		err := v.Remove(name)
+		return v.fileSize(name) - size, err
+	})
+	if err != nil {
 		return false, 0, err
 	}
 	return true, size, nil

@@ -40,10 +40,6 @@ const (
 	EventRecovered   = "recovered"   // Mover.Recover settled an interrupted move
 )
 
-// MaxMatchData is the most bytes of a matched string a record keeps; Add
-// keeps the first MaxMatchData bytes of longer data.
-const MaxMatchData = 64
-
 // Errors returned by this package, to be tested with errors.Is.
 var (
 	// ErrNotFound: no record with that id (or no such vault file).
@@ -60,6 +56,21 @@ var (
 	ErrSymlink = errors.New("symbolic link in the target path")
 	// ErrCorrupt: a vault file or its header is damaged.
 	ErrCorrupt = errors.New("vault file corrupt")
+	// ErrFull: the disk (or the quota) holding the database or the vault
+	// is full: SQLite could not grow the database or its WAL (SQLITE_FULL),
+	// or a write failed with ENOSPC or EDQUOT. What failed was not written;
+	// the same call can succeed once there is room.
+	ErrFull = errors.New("no space left for the quarantine")
+	// ErrVaultLimit: a move into the vault was refused because the vault
+	// would then hold more than Mover.MaxBytes bytes; the file stays in
+	// place.
+	ErrVaultLimit = errors.New("vault at its size limit (max_bytes)")
+	// ErrNotLocal: a move was refused because looking up the file's path
+	// could have waited on a filesystem that is not a local one (FUSE,
+	// NFS, SMB, 9p, Ceph, overlay, proc...), whose server may never
+	// answer, or on a mount point that is not in the kernel's cache (an
+	// automount); the file stays in place.
+	ErrNotLocal = errors.New("path not resolvable without waiting on a filesystem that is not local")
 )
 
 // Record is one detection: what was found, in which file, opened by whom,
@@ -82,13 +93,29 @@ type Record struct {
 	Mtime  time.Time // modification time, nanoseconds kept
 
 	PID     int32  // the opening process
-	Exe     []byte // its executable (readlink of /proc/PID/exe)
-	Cmdline []byte // its argv, NUL-separated as in /proc/PID/cmdline
-	ProcUID uint32 // its (real) uid
+	Exe     []byte // its executable (readlink of /proc/PID/exe), at most MaxPath bytes
+	Cmdline []byte // its argv, NUL-separated as in /proc/PID/cmdline: the first MaxCmdline bytes
+	// CmdlineLen is the whole command line's length in bytes: more than
+	// len(Cmdline) when Cmdline holds only its start (Add cut it, or the
+	// caller read no more). Add takes the larger of CmdlineLen and
+	// len(Cmdline).
+	CmdlineLen int64
+	ProcUID    uint32 // its (real) uid
+
+	// Count is how many times this detection was seen: the same file with
+	// the same change stamp, opened by the same uid and program. Add takes
+	// 0 as 1; Store.AddRepeats adds to it.
+	Count int64
+	// LastSeen is when the detection was last seen (Time is the first).
+	// Add takes a LastSeen before Time (the zero time, say) as Time.
+	LastSeen time.Time
 
 	RulesGeneration string  // generation of the rules that matched
 	VaultName       string  // name of the content in the vault; "" if none
-	Matches         []Match // the rules that matched
+	Matches         []Match // the rules that matched: at most MaxMatches
+	// MatchesOmitted counts the matching rules the record does not keep
+	// (beyond MaxMatches or MaxMatchesBytes).
+	MatchesOmitted int
 
 	History []Event // filled by Store.Get; ignored by Store.Add
 }
@@ -101,13 +128,28 @@ type Match struct {
 	Tags      []string          `json:"tags,omitempty"`
 	Meta      map[string]string `json:"meta,omitempty"`
 	Strings   []StringMatch     `json:"strings,omitempty"`
+	// StringsOmitted counts the matched strings not kept (beyond
+	// MaxStrings, or already left out by the scanner).
+	StringsOmitted int `json:"strings_omitted,omitempty"`
 }
 
 // StringMatch is one matched string of a Match.
 type StringMatch struct {
 	ID     string `json:"id"`             // such as "$a"
 	Offset int64  `json:"offset"`         // in the file
-	Data   []byte `json:"data,omitempty"` // the matched bytes, at most MaxMatchData (base64 in JSON)
+	Data   []byte `json:"data,omitempty"` // the matched bytes: the first MaxMatchData (base64 in JSON)
+	// Len is the whole length of the matched bytes: more than len(Data)
+	// when Data holds only their start. Add takes the larger of Len and
+	// len(Data).
+	Len int64 `json:"len,omitempty"`
+}
+
+// Repeat is one record's share of a batch for Store.AddRepeats: the
+// detection was seen N more times, the last of them at Last.
+type Repeat struct {
+	ID   int64     // the record
+	N    int64     // times seen again, at least 1
+	Last time.Time // when last seen
 }
 
 // Actor is who did something: a user by uid and name ("root", "alice

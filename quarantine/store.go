@@ -74,6 +74,13 @@ var schema = []string{
 		added_by_uid INTEGER NOT NULL,
 		added_by     TEXT    NOT NULL
 	);`,
+	// Bounded records and repeats. Old rows read as seen once (count 1),
+	// last seen at their time, with their whole command line (see
+	// recordColumns): no rewrite of every row here.
+	`ALTER TABLE records ADD COLUMN count           INTEGER NOT NULL DEFAULT 1;
+	ALTER TABLE records ADD COLUMN last_seen        INTEGER NOT NULL DEFAULT 0; -- Unix nanoseconds; 0: time
+	ALTER TABLE records ADD COLUMN cmdline_len      INTEGER NOT NULL DEFAULT 0; -- 0: length(cmdline)
+	ALTER TABLE records ADD COLUMN matches_omitted  INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // Open opens the log at path, creating it (file 0600, directory 0700) and
@@ -157,13 +164,13 @@ func (s *Store) migrate(ctx context.Context) error {
 func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return full(err)
 	}
 	if err := f(tx); err != nil {
 		tx.Rollback()
-		return err
+		return full(err)
 	}
-	return tx.Commit()
+	return full(tx.Commit())
 }
 
 func nanos(t time.Time) int64 {
@@ -189,38 +196,30 @@ func nonNil(b []byte) []byte {
 
 // Add records r durably (the transaction is committed, and with
 // synchronous=FULL on disk, when it returns) and returns its id. r.ID and
-// r.History are ignored; an empty r.State means StateRecorded; matched
-// string data longer than MaxMatchData is cut. r is not modified.
+// r.History are ignored; an empty r.State means StateRecorded. Whatever
+// its size, r is stored bounded: each variable part is cut to its cap
+// (MaxCmdline, MaxPath, MaxName, MaxMatchData, MaxStrings, MaxMatches,
+// MaxMatchesBytes and the rest), with the whole lengths and the counts of
+// what was left out kept (CmdlineLen, StringMatch.Len, StringsOmitted,
+// MatchesOmitted); Get returns the bounded record. r is not modified.
+//
+// An error wrapping ErrFull means that the disk holding the database is
+// full: nothing was recorded, and a later Add can succeed once there is
+// room.
 func (s *Store) Add(ctx context.Context, r *Record) (int64, error) {
-	state := r.State
-	if state == "" {
-		state = StateRecorded
-	}
-	matches := make([]Match, len(r.Matches))
-	for i, m := range r.Matches {
-		matches[i] = m
-		if len(m.Strings) > 0 {
-			matches[i].Strings = make([]StringMatch, len(m.Strings))
-			for j, sm := range m.Strings {
-				if len(sm.Data) > MaxMatchData {
-					sm.Data = sm.Data[:MaxMatchData]
-				}
-				matches[i].Strings[j] = sm
-			}
-		}
-	}
-	mj, err := encodeMatches(matches)
+	b, mj, err := bounded(r)
 	if err != nil {
 		return 0, fmt.Errorf("encoding matches: %w", err)
 	}
 	res, err := s.db.ExecContext(ctx, `INSERT INTO records (time, action, state, late, sha256, size, path, dev, ino, mode,
-		uid, gid, mtime, pid, exe, cmdline, proc_uid, rules_generation, vault_name, matches)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		nanos(r.Time), r.Action, state, r.Late, r.SHA256, r.Size, nonNil(r.Path), int64(r.Dev), int64(r.Ino), int64(r.Mode),
-		int64(r.UID), int64(r.GID), nanos(r.Mtime), int64(r.PID), nonNil(r.Exe), nonNil(r.Cmdline), int64(r.ProcUID),
-		r.RulesGeneration, r.VaultName, string(mj))
+		uid, gid, mtime, pid, exe, cmdline, cmdline_len, proc_uid, rules_generation, vault_name, matches, matches_omitted,
+		count, last_seen)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		nanos(b.Time), b.Action, b.State, b.Late, b.SHA256, b.Size, nonNil(b.Path), int64(b.Dev), int64(b.Ino), int64(b.Mode),
+		int64(b.UID), int64(b.GID), nanos(b.Mtime), int64(b.PID), nonNil(b.Exe), nonNil(b.Cmdline), b.CmdlineLen, int64(b.ProcUID),
+		b.RulesGeneration, b.VaultName, string(mj), b.MatchesOmitted, b.Count, nanos(b.LastSeen))
 	if err != nil {
-		return 0, fmt.Errorf("adding a record: %w", err)
+		return 0, fmt.Errorf("adding a record: %w", full(err))
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
@@ -229,8 +228,63 @@ func (s *Store) Add(ctx context.Context, r *Record) (int64, error) {
 	return id, nil
 }
 
+// AddRepeats folds repeats of recorded detections into their records, all
+// in one transaction (one sync to disk, however many there are): each
+// record's Count grows by N (up to the largest int64) and its LastSeen
+// becomes Last when Last is later. Entries for the same record add up. It
+// writes nothing and returns an error when an entry's N is below 1. Entries
+// of records that do not exist are left out, and reported by an error
+// wrapping ErrNotFound once the others are committed. An error wrapping
+// ErrFull means that the disk is full and nothing was written.
+//
+// It is meant to be called about once a second by a daemon that coalesces
+// repeats in memory: the cost is one small update per record in the batch.
+func (s *Store) AddRepeats(ctx context.Context, reps []Repeat) error {
+	for _, rp := range reps {
+		if rp.N < 1 {
+			return fmt.Errorf("adding %d repeats to record %d: want at least 1", rp.N, rp.ID)
+		}
+	}
+	if len(reps) == 0 {
+		return nil
+	}
+	var missing []int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		missing = missing[:0]
+		st, err := tx.PrepareContext(ctx, `UPDATE records SET
+			count = CASE WHEN count > 9223372036854775807 - ?1 THEN 9223372036854775807 ELSE count + ?1 END,
+			last_seen = max(last_seen, ?2)
+			WHERE id = ?3`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, rp := range reps {
+			res, err := st.ExecContext(ctx, rp.N, nanos(rp.Last), rp.ID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				missing = append(missing, rp.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("adding repeats: %w", full(err))
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("adding repeats to records %v: %w", missing, ErrNotFound)
+	}
+	return nil
+}
+
+// recordColumns are the columns scanRecord reads. Rows from before the
+// second schema step have last_seen 0 and cmdline_len 0: they read as last
+// seen at their time, with their whole command line.
 const recordColumns = `id, time, action, state, late, sha256, size, path, dev, ino, mode, uid, gid, mtime,
-	pid, exe, cmdline, proc_uid, rules_generation, vault_name, matches`
+	pid, exe, cmdline, max(cmdline_len, length(cmdline)), proc_uid, rules_generation, vault_name, matches, matches_omitted,
+	count, max(last_seen, time)`
 
 type scanner interface{ Scan(...any) error }
 
@@ -239,14 +293,16 @@ func scanRecord(row scanner) (Record, error) {
 		r                         Record
 		tm, mtime, dev, ino, mode int64
 		uid, gid, pid, procUID    int64
+		lastSeen                  int64
 		matches                   string
 	)
 	err := row.Scan(&r.ID, &tm, &r.Action, &r.State, &r.Late, &r.SHA256, &r.Size, &r.Path, &dev, &ino, &mode,
-		&uid, &gid, &mtime, &pid, &r.Exe, &r.Cmdline, &procUID, &r.RulesGeneration, &r.VaultName, &matches)
+		&uid, &gid, &mtime, &pid, &r.Exe, &r.Cmdline, &r.CmdlineLen, &procUID, &r.RulesGeneration, &r.VaultName, &matches,
+		&r.MatchesOmitted, &r.Count, &lastSeen)
 	if err != nil {
 		return r, err
 	}
-	r.Time, r.Mtime = fromNanos(tm), fromNanos(mtime)
+	r.Time, r.Mtime, r.LastSeen = fromNanos(tm), fromNanos(mtime), fromNanos(lastSeen)
 	r.Dev, r.Ino, r.Mode = uint64(dev), uint64(ino), uint32(mode)
 	r.UID, r.GID, r.PID, r.ProcUID = uint32(uid), uint32(gid), int32(pid), uint32(procUID)
 	if r.Matches, err = decodeMatches([]byte(matches)); err != nil {
@@ -363,12 +419,14 @@ func setState(ctx context.Context, tx *sql.Tx, id int64, state, vaultName string
 }
 
 // AddEvent appends e to the history of record id (ErrNotFound when there is
-// no such record).
+// no such record). Its Detail is cut to MaxDetail bytes, its What and
+// By.Name to MaxName.
 func (s *Store) AddEvent(ctx context.Context, id int64, e Event) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return addEvent(ctx, tx, id, e) })
 }
 
 func addEvent(ctx context.Context, tx *sql.Tx, id int64, e Event) error {
+	e = boundedEvent(e)
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}

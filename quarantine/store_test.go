@@ -32,6 +32,26 @@ func fullRecord() *Record {
 	}
 }
 
+// filled sets what Add fills in on a record within the caps: Count 1,
+// LastSeen at Time, the whole lengths of the command line and of each
+// matched string.
+func filled(r *Record) {
+	if r.State == "" {
+		r.State = StateRecorded
+	}
+	r.Count = max(r.Count, 1)
+	if r.LastSeen.Before(r.Time) {
+		r.LastSeen = r.Time
+	}
+	r.CmdlineLen = max(r.CmdlineLen, int64(len(r.Cmdline)))
+	for i := range r.Matches {
+		for j := range r.Matches[i].Strings {
+			s := &r.Matches[i].Strings[j]
+			s.Len = max(s.Len, int64(len(s.Data)))
+		}
+	}
+}
+
 func TestAddGetRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -44,13 +64,24 @@ func TestAddGetRoundTrip(t *testing.T) {
 		in   func() *Record
 		want func(*Record)
 	}{
-		{"full", fullRecord, func(*Record) {}},
-		{"empty", func() *Record { return &Record{Action: ActionAudit} }, func(r *Record) { r.State = StateRecorded }},
+		{"full", fullRecord, filled},
+		{"empty", func() *Record { return &Record{Action: ActionAudit} }, filled},
 		{"long match data is cut", func() *Record {
 			r := fullRecord()
 			r.Matches[0].Strings[0].Data = long
 			return r
-		}, func(r *Record) { r.Matches[0].Strings[0].Data = long[:MaxMatchData] }},
+		}, func(r *Record) {
+			filled(r)
+			r.Matches[0].Strings[0].Data = long[:MaxMatchData]
+		}},
+		{"repeats and lengths given", func() *Record {
+			r := fullRecord()
+			r.Count, r.LastSeen, r.CmdlineLen = 7, r.Time.Add(time.Minute), 1<<20
+			r.Matches[0].Strings[1].Len = 1000
+			r.Matches[0].StringsOmitted = 3
+			r.MatchesOmitted = 2
+			return r
+		}, filled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

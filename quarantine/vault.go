@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,30 @@ import (
 // directory, across processes. A Vault is safe for concurrent use.
 type Vault struct {
 	dir string
+
+	mu    sync.Mutex // guards usage
+	usage usage
+}
+
+// usage is the vault's total size as last measured, valid while the
+// directory keeps the stamp it had then: a move does not walk the whole
+// vault, only the first after another process (the command line's
+// restore, delete or purge) or a person changed it.
+type usage struct {
+	known bool
+	stamp dirStamp
+	bytes int64
+	walks int // how many times the directory was walked (for tests)
+}
+
+// dirStamp identifies a state of a directory: any entry added, removed or
+// renamed in it moves its ctime and mtime (fine-grained once observed, on
+// kernels with multigrain timestamps), and on tmpfs its size.
+type dirStamp struct {
+	dev, ino   uint64
+	size       int64
+	nlink      uint64
+	mtim, ctim unix.Timespec
 }
 
 // vaultSuffix ends every vault file name: "<sha256>.fgq".
@@ -126,26 +151,31 @@ func (v *Vault) Dir() string { return v.dir }
 // content is fsynced, renamed into place and the directory fsynced before
 // Put returns. Putting content that is already there replaces it with the
 // same bytes. If what was read does not have the given sha256, nothing is
-// kept and the error wraps ErrChanged.
+// kept and the error wraps ErrChanged; when the vault's disk is full,
+// nothing is kept and the error wraps ErrFull.
 func (v *Vault) Put(src *os.File, sha256 string) (name string, err error) {
-	return v.put(src, math.MaxInt64, sha256, nil)
+	return v.put(src, -1, sha256, nil)
 }
 
-// put is Put reading at most limit bytes of src, with a fault seam: fault
-// is called with "after-vault-write" and "after-vault-rename".
-func (v *Vault) put(src *os.File, limit int64, sum string, fault func(string)) (name string, err error) {
+// put is Put of content expected to be size bytes (-1: any size), with a
+// fault seam: fault is called with "after-vault-write" and
+// "after-vault-rename". Content longer than size gives an error wrapping
+// ErrChanged before more than size bytes are written.
+func (v *Vault) put(src *os.File, size int64, sum string, fault func(string)) (name string, err error) {
 	if !validSHA256(sum) {
 		return "", fmt.Errorf("putting %q into the vault: not a lower-case hex sha256", sum)
 	}
 	name = VaultName(sum)
 	tmp, err := os.CreateTemp(v.dir, tempPrefix+"*")
 	if err != nil {
-		return "", fmt.Errorf("putting %s into the vault: %w", sum, err)
+		return "", fmt.Errorf("putting %s into the vault: %w", sum, full(err))
 	}
 	defer func() {
 		if err != nil {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			if rerr := os.Remove(tmp.Name()); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				err = errors.Join(err, fmt.Errorf("removing a half-written vault file: %w", rerr), errUntracked)
+			}
 		}
 	}()
 	if err := tmp.Chmod(0o600); err != nil {
@@ -154,14 +184,21 @@ func (v *Vault) put(src *os.File, limit int64, sum string, fault func(string)) (
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
 	var off int64
+	limit := int64(math.MaxInt64)
+	if size >= 0 {
+		limit = size + 1 // a byte more tells growth
+	}
 	r := io.NewSectionReader(src, 0, limit)
 	for {
 		n, rerr := r.Read(buf)
 		if n > 0 {
+			if size >= 0 && off+int64(n) > size {
+				return "", fmt.Errorf("putting into the vault: the file grew past the %d bytes scanned while it was copied: %w", size, ErrChanged)
+			}
 			h.Write(buf[:n])
 			xorAt(buf[:n], off)
 			if _, err := tmp.WriteAt(buf[:n], headerSize+off); err != nil {
-				return "", fmt.Errorf("writing %s into the vault: %w", sum, err)
+				return "", fmt.Errorf("writing %s into the vault: %w", sum, full(err))
 			}
 			off += int64(n)
 		}
@@ -182,17 +219,17 @@ func (v *Vault) put(src *os.File, limit int64, sum string, fault func(string)) (
 	binary.BigEndian.PutUint64(hdr[8:16], uint64(off))
 	copy(hdr[16:48], got)
 	if _, err := tmp.WriteAt(hdr[:], 0); err != nil {
-		return "", fmt.Errorf("writing %s into the vault: %w", sum, err)
+		return "", fmt.Errorf("writing %s into the vault: %w", sum, full(err))
 	}
 	if err := tmp.Sync(); err != nil {
-		return "", fmt.Errorf("syncing %s in the vault: %w", sum, err)
+		return "", fmt.Errorf("syncing %s in the vault: %w", sum, full(err))
 	}
 	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("writing %s into the vault: %w", sum, err)
+		return "", fmt.Errorf("writing %s into the vault: %w", sum, full(err))
 	}
 	callFault(fault, "after-vault-write")
 	if err := os.Rename(tmp.Name(), filepath.Join(v.dir, name)); err != nil {
-		return "", fmt.Errorf("putting %s into the vault: %w", sum, err)
+		return "", fmt.Errorf("putting %s into the vault: %w", sum, full(err))
 	}
 	if err := v.syncDir(); err != nil {
 		return "", err
@@ -321,27 +358,152 @@ func (v *Vault) Remove(name string) error {
 	return v.syncDir()
 }
 
-// Size returns the total size of the files in the vault, in bytes.
+// Size returns the total size of the files in the vault, in bytes. It
+// reads the whole directory (a batch of entries at a time).
 func (v *Vault) Size() (int64, error) {
-	des, err := os.ReadDir(v.dir)
+	d, err := os.Open(v.dir)
 	if err != nil {
 		return 0, fmt.Errorf("measuring the vault: %w", err)
 	}
+	defer d.Close()
 	var n int64
-	for _, de := range des {
-		if !de.Type().IsRegular() {
-			continue
+	for {
+		des, rerr := d.ReadDir(1024)
+		for _, de := range des {
+			if !de.Type().IsRegular() {
+				continue
+			}
+			var st unix.Stat_t
+			err := unix.Fstatat(int(d.Fd()), de.Name(), &st, unix.AT_SYMLINK_NOFOLLOW)
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			if err != nil {
+				return 0, fmt.Errorf("measuring the vault: %w", err)
+			}
+			n += st.Size
 		}
-		fi, err := de.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
+		if rerr == io.EOF {
+			return n, nil
 		}
-		if err != nil {
-			return 0, fmt.Errorf("measuring the vault: %w", err)
+		if rerr != nil {
+			return 0, fmt.Errorf("measuring the vault: %w", rerr)
 		}
-		n += fi.Size()
+	}
+}
+
+func (v *Vault) stamp() (dirStamp, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(v.dir, &st); err != nil {
+		return dirStamp{}, fmt.Errorf("measuring the vault: %w", err)
+	}
+	return dirStamp{dev: st.Dev, ino: st.Ino, size: st.Size, nlink: st.Nlink, mtim: st.Mtim, ctim: st.Ctim}, nil
+}
+
+// used returns what Size returns, from the cached total while the
+// directory is as this Vault last saw it. The caller holds the vault's
+// exclusive lock, so that no cooperating process changes it meanwhile.
+func (v *Vault) used() (int64, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st, err := v.stamp()
+	if err != nil {
+		return 0, err
+	}
+	if v.usage.known && v.usage.stamp == st {
+		return v.usage.bytes, nil
+	}
+	v.usage.known = false
+	v.usage.walks++
+	n, err := v.Size()
+	if err != nil {
+		return 0, err
+	}
+	// Cache only a total that no change overlapped.
+	if after, err := v.stamp(); err == nil && after == st {
+		v.usage.known, v.usage.stamp, v.usage.bytes = true, st, n
 	}
 	return n, nil
+}
+
+// Used is Size, for a caller that does not hold the lock: it takes the
+// exclusive lock and answers from the cached total when it can.
+func (v *Vault) Used() (int64, error) {
+	unlock, err := v.lock(unix.LOCK_EX)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	return v.used()
+}
+
+// errUntracked marks an error after which the vault holds bytes that a
+// change did not count (a temporary file that could not be removed).
+var errUntracked = errors.New("vault changed by an unknown number of bytes")
+
+// track runs change, which alters the vault directory by the number of
+// bytes it returns (whether it fails or not, unless its error wraps
+// errUntracked), and keeps the cached total in step: if the total was
+// current before the change, it is after. The caller holds the vault's
+// exclusive lock.
+func (v *Vault) track(change func() (delta int64, err error)) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	before, serr := v.stamp()
+	current := serr == nil && v.usage.known && v.usage.stamp == before
+	delta, err := change()
+	after, serr := v.stamp()
+	if current && serr == nil && !errors.Is(err, errUntracked) {
+		v.usage.bytes += delta
+		v.usage.stamp = after
+	} else {
+		v.usage.known = false
+	}
+	return err
+}
+
+// store puts the content of src (size bytes with sha256 sum, read from
+// offset 0) into the vault unless it is there already, whole, and returns
+// its vault name. Content already there costs nothing; otherwise, with
+// maxBytes above 0, a vault that would then hold more than maxBytes bytes
+// (counting the temporary copy, so that it never does) gives an error
+// wrapping ErrVaultLimit and nothing is written. The caller holds the
+// vault's exclusive lock. Errors as put's.
+func (v *Vault) store(src *os.File, size int64, sum string, maxBytes int64, fault func(string)) (string, error) {
+	if !validSHA256(sum) {
+		return "", fmt.Errorf("putting %q into the vault: not a lower-case hex sha256", sum)
+	}
+	name := VaultName(sum)
+	if v.fileSize(name) == headerSize+size && v.verify(name) == nil {
+		// Already there: check that the file still holds what was
+		// scanned, as put does.
+		got, err := fileSHA256(io.NewSectionReader(src, 0, size+1))
+		if err != nil {
+			return "", fmt.Errorf("reading the file to put into the vault: %w", err)
+		}
+		if got != sum {
+			return "", fmt.Errorf("putting into the vault: the content read has sha256 %s, not %s: %w", got, sum, ErrChanged)
+		}
+		return name, nil
+	}
+	if maxBytes > 0 {
+		used, err := v.used()
+		if err != nil {
+			return "", err
+		}
+		if need := used + headerSize + size; need > maxBytes || need < used {
+			return "", fmt.Errorf("the vault would hold %d bytes, max_bytes is %d: %w", need, maxBytes, ErrVaultLimit)
+		}
+	}
+	err := v.track(func() (int64, error) {
+		before := v.fileSize(name)
+		_, err := v.put(src, size, sum, fault)
+		return v.fileSize(name) - before, err
+	})
+	if err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 // fileSize returns the size of vault file name, 0 if it is missing.
@@ -353,9 +515,10 @@ func (v *Vault) fileSize(name string) int64 {
 	return fi.Size()
 }
 
-// lock takes a flock on the vault directory: shared (LOCK_SH) while content
-// is put in and not yet claimed by a record, exclusive (LOCK_EX) while a
-// remover checks that no record needs a file and removes it. The returned
+// lock takes a flock on the vault directory (how is LOCK_EX: exclusive),
+// held by a move from its size check until a record claims the content it
+// put in, by a remover while it checks that no record needs a file and
+// removes it, and by whoever measures the vault (Used). The returned
 // function releases it.
 func (v *Vault) lock(how int) (unlock func(), err error) {
 	fd, err := unix.Open(v.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)

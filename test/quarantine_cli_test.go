@@ -150,7 +150,7 @@ func TestQuarantineCLIList(t *testing.T) {
 		t.Fatalf("want a header and 3 lines (a raw newline would make more):\n%s", out)
 	}
 	header := lines[0]
-	for _, col := range []string{"ID", "TIME", "ACTION", "STATE", "RULE", "PATH", "PROCESS"} {
+	for _, col := range []string{"ID", "TIME", "COUNT", "LAST", "ACTION", "STATE", "RULE", "PATH", "PROCESS"} {
 		if !strings.Contains(header, col) {
 			t.Errorf("header lacks %s: %q", col, header)
 		}
@@ -297,6 +297,115 @@ func TestQuarantineCLIShow(t *testing.T) {
 	}
 	if code, _, _ := q.run("quarantine", "show", "abc"); code != 2 {
 		t.Errorf("show abc: exit %d, want 2", code)
+	}
+}
+
+// TestQuarantineCLIBounded: a record cut to the caps and seen many times
+// says so in list, show, their JSON, and export.
+func TestQuarantineCLIBounded(t *testing.T) {
+	q := newQCLI(t)
+	ctx := context.Background()
+	at := time.Now().Add(-time.Hour).Truncate(time.Second)
+	last := at.Add(59 * time.Second)
+	strs := make([]quarantine.StringMatch, 20)
+	for i := range strs {
+		strs[i] = quarantine.StringMatch{ID: "$big", Offset: int64(i), Data: bytes.Repeat([]byte{'X'}, 1<<20)}
+	}
+	matches := make([]quarantine.Match, 40)
+	for i := range matches {
+		matches[i] = quarantine.Match{Rule: fmt.Sprintf("Rule_%02d", i)}
+	}
+	matches[0].Strings = strs
+	r := &quarantine.Record{
+		Time: at, Action: quarantine.ActionDeny, SHA256: strings.Repeat("ab", 32), Size: 68, Path: []byte("/tmp/flood.com"),
+		PID: 77, Exe: []byte("/usr/bin/flood"), Cmdline: append([]byte("flood\x00"), bytes.Repeat([]byte("A\x00"), 3<<20-3)...),
+		ProcUID: 1000, RulesGeneration: "g1", Matches: matches,
+	}
+	id, err := q.store.Add(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.store.AddRepeats(ctx, []quarantine.Repeat{{ID: id, N: 1258, Last: last}}); err != nil {
+		t.Fatal(err)
+	}
+	sid := strconv.FormatInt(id, 10)
+
+	code, out, errOut := q.run("quarantine", "list")
+	if code != 0 {
+		t.Fatalf("list: exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	header := lines[0]
+	countCol, lastCol := strings.Index(header, "COUNT"), strings.Index(header, "LAST")
+	if len(lines) != 2 || !strings.HasPrefix(lines[1][countCol:], "1259 ") ||
+		!strings.HasPrefix(lines[1][lastCol:], last.Local().Format("2006-01-02 15:04:05")) ||
+		!strings.Contains(lines[1], "Rule_31,(8 more)") {
+		t.Errorf("list:\n%s", out)
+	}
+
+	code, out, errOut = q.run("quarantine", "show", sid)
+	if code != 0 {
+		t.Fatalf("show: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"seen             1,259 times, last at " + last.Local().Format("2006-01-02 15:04:05.000 MST"),
+		"... (truncated: the first 4,096 of 6,291,456 bytes in all)",
+		`$big at offset 0 (0x0): "` + strings.Repeat("X", quarantine.MaxMatchData) + `" (the first 64 of 1,048,576 bytes)`,
+		"    ... and 4 more matched strings, not kept",
+		"  ... and 8 more matching rules, not kept",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show lacks %q:\n%s", want, out)
+		}
+	}
+	if len(out) > 32<<10 {
+		t.Errorf("show printed %d bytes", len(out))
+	}
+
+	type boundedJSON struct {
+		Count    int64     `json:"count"`
+		LastSeen time.Time `json:"last_seen"`
+		Process  struct {
+			CmdlineB64       []byte `json:"cmdline_b64"`
+			CmdlineLen       int64  `json:"cmdline_len"`
+			CmdlineTruncated bool   `json:"cmdline_truncated"`
+		} `json:"process"`
+		Matches []struct {
+			StringsOmitted int `json:"strings_omitted"`
+			Strings        []struct {
+				Data []byte `json:"data"`
+				Len  int64  `json:"len"`
+			} `json:"strings"`
+		} `json:"matches"`
+		MatchesOmitted int `json:"matches_omitted"`
+	}
+	check := func(what string, j boundedJSON) {
+		t.Helper()
+		if j.Count != 1259 || !j.LastSeen.Equal(last) || len(j.Process.CmdlineB64) != quarantine.MaxCmdline ||
+			j.Process.CmdlineLen != 6<<20 || !j.Process.CmdlineTruncated || j.MatchesOmitted != 8 || len(j.Matches) != 32 ||
+			j.Matches[0].StringsOmitted != 4 || len(j.Matches[0].Strings) != 16 || len(j.Matches[0].Strings[0].Data) != 64 ||
+			j.Matches[0].Strings[0].Len != 1<<20 {
+			t.Errorf("%s: count %d, last seen %v, cmdline %d of %d bytes (truncated %v), %d matches + %d omitted",
+				what, j.Count, j.LastSeen, len(j.Process.CmdlineB64), j.Process.CmdlineLen, j.Process.CmdlineTruncated,
+				len(j.Matches), j.MatchesOmitted)
+		}
+	}
+	for _, args := range [][]string{{"list", "--json"}, {"show", "--json", sid}, {"export"}} {
+		code, out, errOut := q.run(append([]string{"quarantine"}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		var j boundedJSON
+		if args[0] == "list" {
+			var js []boundedJSON
+			if err := json.Unmarshal([]byte(out), &js); err != nil || len(js) != 1 {
+				t.Fatalf("%v: %v, %d records", args, err, len(js))
+			}
+			j = js[0]
+		} else if err := json.Unmarshal([]byte(out), &j); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		check(fmt.Sprint(args), j)
 	}
 }
 

@@ -131,9 +131,12 @@ func newQListCommand(flags *quarantineFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list [--since DUR|TIME] [--until DUR|TIME] [--rule R] [--path GLOB] [--action A] [--limit N] [--json]",
 		Short: "List detections, newest first",
-		Long: `List detections, newest first, as a table: ID, TIME, ACTION, STATE, RULE,
-PATH, PROCESS. Paths and names with control bytes or invalid UTF-8 are shown
-Go-quoted, with escapes, never raw.
+		Long: `List detections, newest first, as a table: ID, TIME, COUNT, LAST, ACTION,
+STATE, RULE, PATH, PROCESS. TIME is when a detection was first seen, COUNT
+how many times it was seen (the same file, unchanged, opened by the same
+user and program), LAST when it was last seen ("-" when seen once). Paths
+and names with control bytes or invalid UTF-8 are shown Go-quoted, with
+escapes, never raw.
 
 --since and --until take a duration back from now ("36h", "7d") or a time
 ("2025-03-01", "2025-03-01 14:00", RFC 3339). --path takes a glob matched
@@ -176,14 +179,18 @@ against the whole path: "*" and "?" do not match "/", "**" does.
 				return enc.Encode(js)
 			}
 			tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTIME\tACTION\tSTATE\tRULE\tPATH\tPROCESS")
+			fmt.Fprintln(tw, "ID\tTIME\tCOUNT\tLAST\tACTION\tSTATE\tRULE\tPATH\tPROCESS")
 			for _, r := range recs {
 				act := r.Action
 				if r.Late {
 					act += " (late)"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Time.Local().Format("2006-01-02 15:04:05"), act, r.State,
-					ruleNames(r.Matches), escape(r.Path), fmt.Sprintf("%s [%d]", escape(r.Exe), r.PID))
+				last := "-"
+				if r.Count > 1 {
+					last = r.LastSeen.Local().Format("2006-01-02 15:04:05")
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Time.Local().Format("2006-01-02 15:04:05"), r.Count, last,
+					act, r.State, ruleNames(r.Matches, r.MatchesOmitted), escape(r.Path), fmt.Sprintf("%s [%d]", escape(r.Exe), r.PID))
 			}
 			return tw.Flush()
 		},
@@ -667,15 +674,38 @@ func jsonText(b []byte) string {
 	return sb.String()
 }
 
-func ruleNames(ms []quarantine.Match) string {
+// ruleNames lists the rule names of a record's matches, and how many more
+// matched that the record does not keep.
+func ruleNames(ms []quarantine.Match, omitted int) string {
 	var names []string
 	for _, m := range ms {
 		names = append(names, escape([]byte(m.Rule)))
+	}
+	if omitted > 0 {
+		names = append(names, fmt.Sprintf("(%d more)", omitted))
 	}
 	if len(names) == 0 {
 		return "-"
 	}
 	return strings.Join(names, ",")
+}
+
+// grouped writes n with its digits in groups of three: 6,291,456.
+func grouped(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
 }
 
 // matchContext is the excerpt of the vault content around one matched
@@ -749,6 +779,11 @@ func showRecord(out io.Writer, r *quarantine.Record, ctx map[[2]int]matchContext
 	}
 	fmt.Fprintf(tw, "record\t%d\n", r.ID)
 	fmt.Fprintf(tw, "time\t%s\n", when)
+	if r.Count > 1 {
+		fmt.Fprintf(tw, "seen\t%s times, last at %s\n", grouped(r.Count), r.LastSeen.Local().Format("2006-01-02 15:04:05.000 MST"))
+	} else {
+		fmt.Fprintf(tw, "seen\tonce\n")
+	}
 	fmt.Fprintf(tw, "action\t%s\n", r.Action)
 	fmt.Fprintf(tw, "state\t%s\n", state)
 	fmt.Fprintf(tw, "path\t%s\n", escape(r.Path))
@@ -757,7 +792,11 @@ func showRecord(out io.Writer, r *quarantine.Record, ctx map[[2]int]matchContext
 	fmt.Fprintf(tw, "file\tmode %s (%04o), owner %d:%d, mtime %s, device %d, inode %d\n", os.FileMode(r.Mode&0o777),
 		r.Mode&0o7777, r.UID, r.GID, r.Mtime.Local().Format("2006-01-02 15:04:05.000000000"), r.Dev, r.Ino)
 	fmt.Fprintf(tw, "process\tpid %d, uid %d, %s\n", r.PID, r.ProcUID, escape(r.Exe))
-	fmt.Fprintf(tw, "command line\t%s\n", commandLine(r.Cmdline))
+	cmdline := commandLine(r.Cmdline)
+	if r.CmdlineLen > int64(len(r.Cmdline)) {
+		cmdline += fmt.Sprintf(" ... (truncated: the first %s of %s bytes in all)", grouped(int64(len(r.Cmdline))), grouped(r.CmdlineLen))
+	}
+	fmt.Fprintf(tw, "command line\t%s\n", cmdline)
 	fmt.Fprintf(tw, "rules generation\t%s\n", r.RulesGeneration)
 	if err := tw.Flush(); err != nil {
 		return err
@@ -787,11 +826,21 @@ func showRecord(out io.Writer, r *quarantine.Record, ctx map[[2]int]matchContext
 			}
 		}
 		for j, s := range m.Strings {
-			fmt.Fprintf(out, "    %s at offset %d (0x%x): %s\n", escape([]byte(s.ID)), s.Offset, s.Offset, strconv.Quote(string(s.Data)))
+			cut := ""
+			if s.Len > int64(len(s.Data)) {
+				cut = fmt.Sprintf(" (the first %s of %s bytes)", grouped(int64(len(s.Data))), grouped(s.Len))
+			}
+			fmt.Fprintf(out, "    %s at offset %d (0x%x): %s%s\n", escape([]byte(s.ID)), s.Offset, s.Offset, strconv.Quote(string(s.Data)), cut)
 			if c, ok := ctx[[2]int{i, j}]; ok {
 				fmt.Fprintf(out, "      in the file: %s + %s + %s\n", strconv.Quote(string(c.before)), strconv.Quote(string(c.data)), strconv.Quote(string(c.after)))
 			}
 		}
+		if m.StringsOmitted > 0 {
+			fmt.Fprintf(out, "    ... and %s more matched strings, not kept\n", grouped(int64(m.StringsOmitted)))
+		}
+	}
+	if r.MatchesOmitted > 0 {
+		fmt.Fprintf(out, "  ... and %s more matching rules, not kept\n", grouped(int64(r.MatchesOmitted)))
 	}
 	fmt.Fprintln(out, "\nhistory:")
 	if len(r.History) == 0 {
@@ -842,6 +891,8 @@ type recordJSON struct {
 	Action          string      `json:"action"`
 	State           string      `json:"state"`
 	Late            bool        `json:"late"`
+	Count           int64       `json:"count"`     // times seen
+	LastSeen        time.Time   `json:"last_seen"` // "time" is the first
 	SHA256          string      `json:"sha256"`
 	Size            int64       `json:"size"`
 	Path            string      `json:"path"`
@@ -856,6 +907,7 @@ type recordJSON struct {
 	RulesGeneration string      `json:"rules_generation"`
 	VaultName       string      `json:"vault_name,omitempty"`
 	Matches         []matchJSON `json:"matches"`
+	MatchesOmitted  int         `json:"matches_omitted"` // matching rules not kept
 	History         []eventJSON `json:"history,omitempty"`
 }
 
@@ -866,6 +918,10 @@ type processJSON struct {
 	ExeB64     []byte   `json:"exe_b64"`
 	Cmdline    []string `json:"cmdline"`
 	CmdlineB64 []byte   `json:"cmdline_b64"` // NUL-separated, as in /proc
+	// CmdlineLen is the whole command line's length in bytes; when
+	// CmdlineTruncated, cmdline holds only its first bytes.
+	CmdlineLen       int64 `json:"cmdline_len"`
+	CmdlineTruncated bool  `json:"cmdline_truncated"`
 }
 
 type matchJSON struct {
@@ -875,12 +931,15 @@ type matchJSON struct {
 	Tags      []string          `json:"tags,omitempty"`
 	Meta      map[string]string `json:"meta,omitempty"`
 	Strings   []stringMatchJSON `json:"strings,omitempty"`
+	// StringsOmitted counts the matched strings not kept.
+	StringsOmitted int `json:"strings_omitted"`
 }
 
 type stringMatchJSON struct {
 	ID     string `json:"id"`
 	Offset int64  `json:"offset"`
-	Data   []byte `json:"data"`             // base64
+	Data   []byte `json:"data"`             // base64: the first bytes matched
+	Len    int64  `json:"len"`              // how many bytes matched: more than data holds when cut
 	Text   string `json:"text"`             // Go-quoted
 	Before []byte `json:"before,omitempty"` // base64: bytes before it in the file (show, from the vault)
 	After  []byte `json:"after,omitempty"`  // base64: bytes after it
@@ -900,17 +959,20 @@ type actorJSON struct {
 
 func toJSON(r *quarantine.Record, ctx map[[2]int]matchContext) recordJSON {
 	j := recordJSON{
-		ID: r.ID, Time: r.Time, Action: r.Action, State: r.State, Late: r.Late, SHA256: r.SHA256, Size: r.Size,
+		ID: r.ID, Time: r.Time, Action: r.Action, State: r.State, Late: r.Late, Count: r.Count, LastSeen: r.LastSeen,
+		SHA256: r.SHA256, Size: r.Size, MatchesOmitted: r.MatchesOmitted,
 		Path: jsonText(r.Path), PathB64: nonNilBytes(r.Path), Dev: r.Dev, Ino: r.Ino, Mode: r.Mode, UID: r.UID, GID: r.GID,
 		Mtime: r.Mtime, RulesGeneration: r.RulesGeneration, VaultName: r.VaultName, Matches: []matchJSON{},
 		Process: processJSON{PID: r.PID, UID: r.ProcUID, Exe: jsonText(r.Exe), ExeB64: nonNilBytes(r.Exe),
-			Cmdline: []string{}, CmdlineB64: nonNilBytes(r.Cmdline)},
+			Cmdline: []string{}, CmdlineB64: nonNilBytes(r.Cmdline),
+			CmdlineLen: r.CmdlineLen, CmdlineTruncated: r.CmdlineLen > int64(len(r.Cmdline))},
 	}
 	for _, a := range splitArgv(r.Cmdline) {
 		j.Process.Cmdline = append(j.Process.Cmdline, jsonText([]byte(a)))
 	}
 	for i, m := range r.Matches {
-		mj := matchJSON{Rule: jsonText([]byte(m.Rule)), Namespace: jsonText([]byte(m.Namespace)), RuleFile: jsonText([]byte(m.RuleFile))}
+		mj := matchJSON{Rule: jsonText([]byte(m.Rule)), Namespace: jsonText([]byte(m.Namespace)), RuleFile: jsonText([]byte(m.RuleFile)),
+			StringsOmitted: m.StringsOmitted}
 		for _, t := range m.Tags {
 			mj.Tags = append(mj.Tags, jsonText([]byte(t)))
 		}
@@ -921,7 +983,7 @@ func toJSON(r *quarantine.Record, ctx map[[2]int]matchContext) recordJSON {
 			}
 		}
 		for k, s := range m.Strings {
-			sj := stringMatchJSON{ID: jsonText([]byte(s.ID)), Offset: s.Offset, Data: nonNilBytes(s.Data), Text: strconv.Quote(string(s.Data))}
+			sj := stringMatchJSON{ID: jsonText([]byte(s.ID)), Offset: s.Offset, Data: nonNilBytes(s.Data), Len: s.Len, Text: strconv.Quote(string(s.Data))}
 			if c, ok := ctx[[2]int{i, k}]; ok {
 				sj.Before, sj.After = c.before, c.after
 			}
