@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fanguard/fanguard/fan"
+	"github.com/fanguard/fanguard/quarantine"
 	"github.com/fanguard/fanguard/scanner"
 )
 
@@ -27,8 +28,9 @@ const procReadTimeout = 250 * time.Millisecond
 // maxStuckReads bounds the reads given up on and still blocked.
 const maxStuckReads = 8
 
-// maxCmdline bounds the command line read for a record.
-const maxCmdline = 4096
+// maxCmdline bounds the command line read for a record: what the record
+// keeps (quarantine.MaxCmdline).
+const maxCmdline = quarantine.MaxCmdline
 
 // procReads runs reads under other processes' /proc with a bound on each.
 // Safe for concurrent use.
@@ -64,9 +66,9 @@ func bounded[T any](r *procReads, fn func() T) (T, bool) {
 }
 
 type cmdline struct {
-	b         []byte
-	truncated bool
-	err       error
+	b      []byte
+	length int64
+	err    error
 }
 
 // describe fills in who opened a detected file, from /proc under the
@@ -92,8 +94,8 @@ func (d *Daemon) describe(det *Detection) {
 		det.OpenerUnread = true
 	}
 	cl, ok := bounded(&d.procReads, func() cmdline {
-		b, truncated, err := fan.ProcCmdline(pid, maxCmdline)
-		return cmdline{b, truncated, err}
+		b, length, err := fan.ProcCmdline(pid, maxCmdline)
+		return cmdline{b, length, err}
 	})
 	if !ok {
 		det.OpenerUnread = true
@@ -101,7 +103,7 @@ func (d *Daemon) describe(det *Detection) {
 	if fan.PidfdAlive(det.pidfd) {
 		det.Exe = exe
 		if cl.err == nil {
-			det.Cmdline, det.CmdlineTruncated = cl.b, cl.truncated
+			det.Cmdline, det.CmdlineLen = cl.b, cl.length
 		}
 	} else {
 		det.OpenerExited = true

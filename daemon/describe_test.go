@@ -15,6 +15,7 @@ import (
 
 	"github.com/fanguard/fanguard/fan"
 	"github.com/fanguard/fanguard/policy"
+	"github.com/fanguard/fanguard/quarantine"
 )
 
 // TestBoundedReads: a read that never returns is given up after
@@ -80,7 +81,7 @@ func TestDescribe(t *testing.T) {
 	det := &Detection{PID: int32(cmd.Process.Pid), pidfd: int32(pidfd), Path: []byte("/x")}
 	d.describe(det)
 	want, _ := filepath.EvalSymlinks(sleep)
-	if det.Exe != want || string(det.Cmdline) != sleep+"\x0030\x00" || det.OpenerExited || det.OpenerUnread || det.pidfd != -1 {
+	if det.Exe != want || string(det.Cmdline) != sleep+"\x0030\x00" || det.CmdlineLen != int64(len(det.Cmdline)) || det.OpenerExited || det.OpenerUnread || det.pidfd != -1 {
 		t.Errorf("described %q %q exited %v unread %v pidfd %d; want %q %q", det.Exe, det.Cmdline, det.OpenerExited,
 			det.OpenerUnread, det.pidfd, want, sleep+"\x0030\x00")
 	}
@@ -144,14 +145,14 @@ func (r *fakeRecorder) Record(_ context.Context, det *Detection) (int64, error) 
 
 func (r *fakeRecorder) Quarantine(context.Context, int64, *Detection) error { return nil }
 
-func (r *fakeRecorder) Repeat(_ context.Context, reps []Repeat) error {
+func (r *fakeRecorder) AddRepeats(_ context.Context, reps []quarantine.Repeat) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.repeats == nil {
 		r.repeats = map[int64]int64{}
 	}
 	for _, rp := range reps {
-		r.repeats[rp.ID] += rp.Count
+		r.repeats[rp.ID] += rp.N
 	}
 	return nil
 }

@@ -67,15 +67,17 @@ func (q *QuarantineRecorder) Record(ctx context.Context, d *Detection) (int64, e
 		PID:             d.PID,
 		Exe:             []byte(d.Exe),
 		Cmdline:         d.Cmdline,
+		CmdlineLen:      d.CmdlineLen,
 		RulesGeneration: d.RulesGeneration,
 	}
 	if d.UID >= 0 {
 		r.ProcUID = uint32(d.UID)
 	}
 	for _, m := range d.Matches {
-		qm := quarantine.Match{Rule: m.Rule, Namespace: m.Namespace, RuleFile: m.File, Tags: m.Tags, Meta: m.Meta}
+		qm := quarantine.Match{Rule: m.Rule, Namespace: m.Namespace, RuleFile: m.File, Tags: m.Tags, Meta: m.Meta,
+			StringsOmitted: m.StringsOmitted}
 		for _, s := range m.Strings {
-			qm.Strings = append(qm.Strings, quarantine.StringMatch{ID: s.ID, Offset: s.Offset, Data: s.Data})
+			qm.Strings = append(qm.Strings, quarantine.StringMatch{ID: s.ID, Offset: s.Offset, Data: s.Data, Len: int64(s.Len)})
 		}
 		r.Matches = append(r.Matches, qm)
 	}
@@ -134,7 +136,3 @@ func (d *Daemon) retain(ctx context.Context, q *QuarantineRecorder) {
 		}
 	}
 }
-
-// Repeat implements Recorder.
-// TODO(merge): count the repeats with the quarantine store's batch API.
-func (q *QuarantineRecorder) Repeat(ctx context.Context, repeats []Repeat) error { return nil }

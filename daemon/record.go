@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/fanguard/fanguard/fan"
 	"github.com/fanguard/fanguard/policy"
+	"github.com/fanguard/fanguard/quarantine"
 	"github.com/fanguard/fanguard/scanner"
 	"github.com/fanguard/fanguard/systemd"
 )
@@ -28,37 +30,28 @@ type Recorder interface {
 	// Quarantine moves the detected file into the vault; the file is never
 	// lost, whatever happens meanwhile.
 	Quarantine(ctx context.Context, id int64, d *Detection) error
-	// Repeat adds repeats of detections recorded before to their records:
-	// the same file and content, opened again by the same user and
-	// program. One call for a batch.
-	Repeat(ctx context.Context, repeats []Repeat) error
-}
-
-// Repeat is the repeats of one recorded detection since they were last
-// added to its record.
-type Repeat struct {
-	ID    int64     // the record
-	Count int64     // repeats to add
-	Last  time.Time // when the last one happened
+	// AddRepeats adds repeats of detections recorded before to their
+	// records: the same file and content, opened again by the same user
+	// and program. One call for a batch.
+	AddRepeats(ctx context.Context, repeats []quarantine.Repeat) error
 }
 
 // Detection is what the daemon knows of one detection.
 type Detection struct {
-	Time     time.Time
-	Action   policy.Action  // what is done: ActionAudit, ActionDeny or ActionQuarantine
-	Verdict  policy.Verdict // the scan's verdict
-	Answered policy.Verdict // the answer the open got
-	Late     bool           // the budget ran out first: the open got on_timeout
-	Matches  []scanner.Match
-	SHA256   string
-	Size     int64
-	Path     []byte // as the kernel gave it, bytes as they are
-	File     fan.FileInfo
-	PID      int32
-	Exe      string // the opener's executable, "" if it could not be read
-	Cmdline  []byte // NUL-separated, as /proc has it; at most maxCmdline bytes
-	// CmdlineTruncated: the command line was longer than Cmdline.
-	CmdlineTruncated bool
+	Time       time.Time
+	Action     policy.Action  // what is done: ActionAudit, ActionDeny or ActionQuarantine
+	Verdict    policy.Verdict // the scan's verdict
+	Answered   policy.Verdict // the answer the open got
+	Late       bool           // the budget ran out first: the open got on_timeout
+	Matches    []scanner.Match
+	SHA256     string
+	Size       int64
+	Path       []byte // as the kernel gave it, bytes as they are
+	File       fan.FileInfo
+	PID        int32
+	Exe        string // the opener's executable, "" if it could not be read
+	Cmdline    []byte // NUL-separated, as /proc has it; at most maxCmdline bytes
+	CmdlineLen int64  // the whole command line's length, ≥ len(Cmdline)
 	// OpenerExited: the opener was gone before it could be described (a
 	// denied program often exits at once): no Exe or Cmdline.
 	OpenerExited bool
@@ -104,14 +97,14 @@ func (d *Daemon) action(matches []scanner.Match) policy.Action {
 func (d *Daemon) record(in <-chan *Detection) {
 	ctx := context.Background()
 	seen := newRecentRecords(recentRecords)
-	var pending []Repeat
+	var pending []quarantine.Repeat
 	at := make(map[int64]int) // index in pending by record id
 	flush := func() {
 		if len(pending) == 0 {
 			return
 		}
 		d.recorderBusy.Store(time.Now().UnixNano())
-		if err := d.recorder.Repeat(ctx, pending); err != nil {
+		if err := d.recorder.AddRepeats(ctx, pending); err != nil {
 			d.recordFailed(err, "cannot count repeated detections", nil)
 		}
 		d.recorderBusy.Store(0)
@@ -137,11 +130,11 @@ func (d *Daemon) record(in <-chan *Detection) {
 		if id, ok := seen.get(key); ok && d.recorder != nil {
 			d.stats.DetectionsCoalesced.Add(1)
 			if i, ok := at[id]; ok {
-				pending[i].Count++
+				pending[i].N++
 				pending[i].Last = det.Time
 			} else {
 				at[id] = len(pending)
-				pending = append(pending, Repeat{ID: id, Count: 1, Last: det.Time})
+				pending = append(pending, quarantine.Repeat{ID: id, N: 1, Last: det.Time})
 			}
 			continue
 		}
@@ -174,8 +167,20 @@ func (d *Daemon) recordOne(ctx context.Context, det *Detection, seen *recentReco
 	}
 	if err := d.recorder.Quarantine(ctx, id, det); err != nil {
 		d.stats.QuarantineErrors.Add(1)
-		d.log.Warn("cannot quarantine a detected file; it stays in place, denied", zap.Int64("record", id),
-			zap.ByteString("path", det.Path), zap.Error(err))
+		switch {
+		case errors.Is(err, quarantine.ErrVaultLimit):
+			// Expected under a flood: counted, in the record, not a fault.
+			d.stats.VaultFull.Add(1)
+			if n := d.stats.VaultFull.Load(); n&(n-1) == 0 {
+				d.log.Warn("not quarantined: the vault would pass [quarantine] max_bytes; the file stays in place, denied",
+					zap.Int64("record", id), zap.ByteString("path", det.Path), zap.Uint64("count", n))
+			}
+		case errors.Is(err, quarantine.ErrFull):
+			d.recordFailed(err, "cannot quarantine a detected file: the disk is full; it stays in place, denied", det)
+		default:
+			d.log.Warn("cannot quarantine a detected file; it stays in place, denied", zap.Int64("record", id),
+				zap.ByteString("path", det.Path), zap.Error(err))
+		}
 		return
 	}
 	d.stats.Quarantined.Add(1)

@@ -137,9 +137,16 @@ func TestProcHelpers(t *testing.T) {
 	} else if st := fi.Sys().(*syscall.Stat_t); id.Ino != st.Ino || id.Dev != st.Dev {
 		t.Errorf("ExeID = %+v, want dev %d ino %d", id, st.Dev, st.Ino)
 	}
-	cmdline, truncated, err := ProcCmdline(int32(os.Getpid()), 4)
-	if err != nil || !truncated || string(cmdline) != os.Args[0][:4] {
-		t.Errorf("ProcCmdline(self, 4) = %q, %v, %v; want %q, true", cmdline, truncated, err, os.Args[0][:4])
+	whole, err := os.ReadFile("/proc/self/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, length, err := ProcCmdline(int32(os.Getpid()), 4)
+	if err != nil || string(cmdline) != os.Args[0][:4] || length != int64(len(whole)) {
+		t.Errorf("ProcCmdline(self, 4) = %q, %d, %v; want %q, %d", cmdline, length, err, os.Args[0][:4], len(whole))
+	}
+	if cmdline, length, err := ProcCmdline(int32(os.Getpid()), 1<<20); err != nil || string(cmdline) != string(whole) || length != int64(len(whole)) {
+		t.Errorf("ProcCmdline(self, 1 MiB) = %q, %d, %v; want %q", cmdline, length, err, whole)
 	}
 	f, err := os.Open(self)
 	if err != nil {

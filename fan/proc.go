@@ -132,28 +132,36 @@ func ReadFull(fd int32, buf []byte) (int, error) {
 func CloseFd(fd int32) error { return unix.Close(int(fd)) }
 
 // ProcCmdline returns at most limit bytes of the command line of process
-// pid as /proc has it: the arguments, each ended by a NUL. truncated says
-// that there was more. For the record of a detection, after the answer:
-// reading it takes the process's mmap_lock, which the process can hold for
-// as long as it likes (a fault on a FUSE mapping whose server never
-// answers), so call it only where a read that never returns holds nothing
-// but itself. It allocates.
-func ProcCmdline(pid int32, limit int) (cmdline []byte, truncated bool, err error) {
+// pid as /proc has it (the arguments, each ended by a NUL), and its whole
+// length, counted up to maxCmdlineCount bytes. For the record of a
+// detection, after the answer: reading it takes the process's mmap_lock,
+// which the process can hold for as long as it likes (a fault on a FUSE
+// mapping whose server never answers), so call it only where a read that
+// never returns holds nothing but itself. It allocates.
+func ProcCmdline(pid int32, limit int) (cmdline []byte, length int64, err error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/cmdline")
 	if err != nil {
-		return nil, false, fmt.Errorf("reading command line of pid %d: %w", pid, err)
+		return nil, 0, fmt.Errorf("reading command line of pid %d: %w", pid, err)
 	}
 	defer f.Close()
-	b := make([]byte, limit+1)
+	b := make([]byte, limit)
 	n, err := io.ReadFull(f, b)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return nil, false, fmt.Errorf("reading command line of pid %d: %w", pid, err)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return b[:n], int64(n), nil
 	}
-	if n > limit {
-		return b[:limit], true, nil
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading command line of pid %d: %w", pid, err)
 	}
-	return b[:n], false, nil
+	// More: count it, without keeping it.
+	rest, err := io.Copy(io.Discard, io.LimitReader(f, maxCmdlineCount-int64(n)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading command line of pid %d: %w", pid, err)
+	}
+	return b, int64(n) + rest, nil
 }
+
+// maxCmdlineCount bounds the bytes of a command line ProcCmdline counts.
+const maxCmdlineCount = 64 << 20
 
 // resolveCached is RESOLVE_CACHED (Linux 5.12), which x/sys/unix does not
 // name for Linux: openat2 fails with EAGAIN rather than do I/O or call a

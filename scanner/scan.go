@@ -40,6 +40,8 @@ type Match struct {
 	Meta      map[string]string // rule metadata, non-string values formatted
 	Action    policy.Action     // from the metadata "action"
 	Strings   []StringMatch     // at most 16 string matches
+	// StringsOmitted counts the string matches beyond those in Strings.
+	StringsOmitted int
 }
 
 // StringMatch is one match of a rule's string, a plain value like Match.
@@ -47,6 +49,7 @@ type StringMatch struct {
 	ID     string // string identifier, such as "$a"
 	Offset int64  // offset in the scanned buffer
 	Data   []byte // matched bytes, at most 64
+	Len    int    // the whole match's length, ≥ len(Data)
 }
 
 // Vars are the values of the external variables for one scan. Rules see
@@ -181,28 +184,30 @@ func (c *collector) RuleMatching(sc *yara.ScanContext, r *yara.Rule) (bool, erro
 		m.Meta = maps.Clone(info.meta)
 		m.Action = info.action
 	}
-	m.Strings = matchedStrings(sc, r)
+	m.Strings, m.StringsOmitted = matchedStrings(sc, r)
 	c.matches = append(c.matches, m)
 	return false, nil
 }
 
 // matchedStrings returns the first maxStringMatches string matches of r,
-// each with at most maxMatchData bytes.
-func matchedStrings(sc *yara.ScanContext, r *yara.Rule) []StringMatch {
-	var out []StringMatch
+// each with at most maxMatchData bytes, and the number of the others.
+func matchedStrings(sc *yara.ScanContext, r *yara.Rule) (out []StringMatch, omitted int) {
 	for _, s := range r.Strings() {
-		for _, m := range s.Matches(sc) {
+		ms := s.Matches(sc)
+		for i, m := range ms {
 			if len(out) == maxStringMatches {
-				return out
+				omitted += len(ms) - i
+				break
 			}
 			data := m.Data()
-			if len(data) > maxMatchData {
+			n := len(data)
+			if n > maxMatchData {
 				data = slices.Clone(data[:maxMatchData])
 			}
-			out = append(out, StringMatch{ID: s.Identifier(), Offset: m.Base() + m.Offset(), Data: data})
+			out = append(out, StringMatch{ID: s.Identifier(), Offset: m.Base() + m.Offset(), Data: data, Len: n})
 		}
 	}
-	return out
+	return out, omitted
 }
 
 // VarsFor returns the external variables for a file at path whose content

@@ -118,7 +118,7 @@ func TestEICAR(t *testing.T) {
 					"severity":    "low",
 				},
 				Action:  policy.ActionDefault,
-				Strings: []StringMatch{{ID: "$eicar", Offset: 0, Data: e[:64]}},
+				Strings: []StringMatch{{ID: "$eicar", Offset: 0, Data: e[:64], Len: len(e)}},
 			}}
 			if diff := cmp.Diff(want, ms); diff != "" {
 				t.Errorf("matches mismatch (-want +got):\n%s", diff)
@@ -145,8 +145,10 @@ rule long { strings: $l = /Z{100}/ condition: $l }
 	for _, m := range ms {
 		switch m.Rule {
 		case "many":
-			if len(m.Strings) != maxStringMatches {
-				t.Errorf("many: %d string matches, want %d", len(m.Strings), maxStringMatches)
+			// 20 of $a and 1 of $b: 16 kept, 5 counted.
+			if len(m.Strings) != maxStringMatches || m.StringsOmitted != 21-maxStringMatches {
+				t.Errorf("many: %d string matches and %d omitted, want %d and %d", len(m.Strings), m.StringsOmitted,
+					maxStringMatches, 21-maxStringMatches)
 			}
 			for i, sm := range m.Strings {
 				if sm.ID != "$a" || sm.Offset != int64(2*i) || string(sm.Data) != "AB" {
@@ -154,8 +156,8 @@ rule long { strings: $l = /Z{100}/ condition: $l }
 				}
 			}
 		case "long":
-			if len(m.Strings) != 1 || len(m.Strings[0].Data) != maxMatchData || m.Strings[0].Offset != 42 {
-				t.Errorf("long: strings = %+v, want one at 42 with %d bytes", m.Strings, maxMatchData)
+			if len(m.Strings) != 1 || len(m.Strings[0].Data) != maxMatchData || m.Strings[0].Offset != 42 || m.Strings[0].Len != 100 {
+				t.Errorf("long: strings = %+v, want one at 42 with %d of 100 bytes", m.Strings, maxMatchData)
 			}
 		}
 	}
