@@ -116,6 +116,15 @@ type Daemon struct {
 	filesystems  atomic.Int64 // protected now
 
 	stats Stats
+	// answers are the reader's fast-path answers not written yet; the
+	// reader's alone.
+	answers answerQueue
+	// held are the answers to opens past max_pending_per_uid, written by
+	// writeHeld after overloadHold; stopHeld, closed at shutdown, makes
+	// it write them at once.
+	held     chan pendingAnswer
+	stopHeld chan struct{}
+	stopping atomic.Bool
 
 	version string
 	started time.Time
@@ -213,9 +222,11 @@ func New(opts Options) (*Daemon, error) {
 		group:       g,
 		notif:       notif,
 		kern:        groupKernel{g},
-		sched:       newSched(opts.Config.MaxPending, perUID(opts.Config)),
+		sched:       newSched(opts.Config.MaxPending, perUID(opts.Config), opts.Config.Workers),
 		detections:  newDetectionQueue(),
 		talkSamples: make(chan talkSample, talkSamples),
+		held:        make(chan pendingAnswer, maxHeld),
+		stopHeld:    make(chan struct{}),
 		recorder:    opts.Recorder,
 		scans:       make(map[fan.FileID]*job),
 		version:     opts.Version,
@@ -458,8 +469,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	// TODO(ns): the namespace marker's trusted set.
 	d.mounts = trustAllMounts{}
+	heldDone := make(chan struct{})
+	go func() {
+		defer close(heldDone)
+		d.writeHeld()
+	}()
 	readerErr := make(chan error, 1)
 	go func() {
+		defer close(d.held) // the reader is its only sender
 		err := d.read()
 		d.readerDone.Store(true)
 		readerErr <- err
@@ -483,7 +500,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if marker != nil {
 			marker.Close()
 		}
-		d.shutdown(readerErr, &workers)
+		d.shutdown(readerErr, heldDone, &workers)
 		return fmt.Errorf("placing marks: %w", err)
 	}
 	markerDone := make(chan error, 1)
@@ -501,7 +518,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		ln, err := listenControl(d.cfg.Control.Socket)
 		if err != nil {
 			marker.Close()
-			d.shutdown(readerErr, &workers)
+			d.shutdown(readerErr, heldDone, &workers)
 			return err
 		}
 		defer os.Remove(d.cfg.Control.Socket)
@@ -568,7 +585,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.notify.Stopping()
 	stopBG()
 	marker.Close()
-	rerr := d.shutdown(readerErr, &workers)
+	rerr := d.shutdown(readerErr, heldDone, &workers)
 	if runErr == nil {
 		runErr = rerr
 	}
@@ -599,9 +616,12 @@ func (d *Daemon) markFilesystem(path string) error {
 // the budget plus a second (every event is answered by then: by its worker
 // or by its deadline), and closes the groups. It returns the reader's
 // error, if it failed.
-func (d *Daemon) shutdown(readerErr chan error, workers *sync.WaitGroup) error {
+func (d *Daemon) shutdown(readerErr chan error, heldDone chan struct{}, workers *sync.WaitGroup) error {
 	d.group.Shutdown()
 	err := <-readerErr
+	d.stopping.Store(true)
+	close(d.stopHeld)
+	<-heldDone // the held answers are written
 	if errors.Is(err, os.ErrClosed) {
 		err = nil
 	}
@@ -645,17 +665,27 @@ func (d *Daemon) read() error {
 	buf := make([]byte, readBufferSize)
 	var scratch [4096]byte
 	for {
-		n, err := d.group.Read(buf)
+		// Wait for events only when no answer waits to be written; else
+		// take what is there and write the next few answers.
+		var n int
+		var err error
+		if d.answers.n == 0 {
+			d.readerBusy.Store(0)
+			n, err = d.group.Read(buf)
+		} else if d.answers.n < maxPendingAnswers {
+			n, err = d.group.ReadNow(buf)
+		}
+		d.readerBusy.Store(time.Now().UnixNano())
 		if errors.Is(err, fan.ErrEventDenied) {
 			// Not fatal, and no spin: each such read consumes one event.
 			d.kernelDenied(err)
 			continue
 		}
 		if err != nil {
+			d.writeAnswers(d.answers.n) // the group still takes answers after Shutdown
 			return err
 		}
 		now := time.Now()
-		d.readerBusy.Store(now.UnixNano())
 		for off := 0; off < n; {
 			ev, size, err := fan.ParseEvent(buf[off:n])
 			if err != nil {
@@ -663,19 +693,21 @@ func (d *Daemon) read() error {
 				// makes Run close the group, which allows every event this
 				// process holds: fail open rather than hang.
 				d.stats.ParseErrors.Add(1)
+				d.writeAnswers(d.answers.n)
 				return fmt.Errorf("parsing events: %w", err)
 			}
 			off += size
 			d.handle(ev, now, scratch[:])
 		}
-		d.readerBusy.Store(0)
+		d.writeAnswers(answerChunk)
 	}
 }
 
-// handle is the fast path for one event: it answers at once what needs no
+// handle is the fast path for one event: it decides at once what needs no
 // scan (the daemon's own opens, files that are not regular, verdicts in the
-// cache, exclusions, files too large, overload), attaches the event to a
-// scan of the same file already running, or queues a scan. It reads
+// cache, exclusions, files too large, overload) and queues the answer for
+// the reader to write in the opener's turn (answers.go), attaches the
+// event to a scan of the same file already running, or queues a scan. It reads
 // nothing under the opener's /proc but, with exclude_exe set, the identity
 // of its executable (fan.ExeID, which cannot block); the opener's uid
 // comes from its pidfd.
@@ -722,11 +754,11 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 	switch {
 	case err != nil:
 		d.stats.Errors.Add(1)
-		d.answerEvent(ev, d.cfg.OnError, now)
+		d.reply(uid, ev, d.cfg.OnError, now)
 		return
 	case !fi.IsRegular():
 		d.stats.NotRegular.Add(1)
-		d.answerEvent(ev, policy.Allow, now)
+		d.reply(uid, ev, policy.Allow, now)
 		return
 	}
 	// A known detection is denied before any exclusion applies: an
@@ -734,24 +766,31 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 	gen := d.rules.Load().gen
 	if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, gen); ok {
 		d.stats.CacheHits.Add(1)
-		d.answerCached(ev, v, det, now)
+		d.answerCached(uid, ev, v, det, now)
 		return
 	}
 	if d.excluded(ev, fi, uid, scratch) {
 		d.stats.Excluded.Add(1)
-		d.answerEvent(ev, policy.Allow, now)
+		d.reply(uid, ev, policy.Allow, now)
 		return
 	}
 	if fi.Stamp.Size > d.cfg.MaxFileSize {
 		d.stats.Oversize.Add(1)
-		d.answerEvent(ev, d.cfg.OnOversize, now)
+		d.reply(uid, ev, d.cfg.OnOversize, now)
 		return
 	}
-	if d.inflight.Load() >= int64(d.cfg.MaxPending) || !d.sched.admit(uid) {
+	if d.inflight.Load() >= int64(d.cfg.MaxPending) {
 		d.stats.CacheMisses.Add(1)
 		d.stats.Overloaded.Add(1)
 		d.unscanned.add(uid, unscannedOverload)
-		d.answerEvent(ev, d.cfg.OnOverload, now)
+		d.reply(uid, ev, d.cfg.OnOverload, now)
+		return
+	}
+	if !d.sched.admit(uid, now) {
+		d.stats.CacheMisses.Add(1)
+		d.stats.Overloaded.Add(1)
+		d.unscanned.add(uid, unscannedOverload)
+		d.holdOverloaded(uid, ev, now)
 		return
 	}
 	d.scansMu.Lock()
@@ -777,7 +816,7 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 			d.scansMu.Unlock()
 			d.sched.leave(uid)
 			d.stats.CacheHits.Add(1)
-			d.answerCached(ev, v, det, now)
+			d.answerCached(uid, ev, v, det, now)
 			return
 		}
 	case l.info.Stamp != fi.Stamp:
@@ -850,8 +889,8 @@ func (d *Daemon) kernelDenied(err error) {
 }
 
 // answerCached answers an event from the daemon's cache.
-func (d *Daemon) answerCached(ev fan.Event, v policy.Verdict, det *detection, now time.Time) {
-	d.answerEvent(ev, v, now)
+func (d *Daemon) answerCached(uid uint32, ev fan.Event, v policy.Verdict, det *detection, now time.Time) {
+	d.reply(uid, ev, v, now)
 	if det != nil {
 		d.cachedDetection(ev, v, det)
 	}

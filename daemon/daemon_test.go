@@ -109,7 +109,7 @@ func TestHandleFastPath(t *testing.T) {
 			d.cfg.OnOverload = policy.Deny
 			d.cfg.OnOversize = policy.Deny
 			d.excl = policy.NewExclusions(policy.ProtectConfig{ExcludeUIDs: tt.excludeUIDs})
-			d.sched = newSched(d.cfg.MaxPending, d.cfg.MaxPendingPerUID)
+			d.sched = newSched(d.cfg.MaxPending, d.cfg.MaxPendingPerUID, 2)
 			d.cache = newVerdictCache(100, &d.stats)
 			for _, e := range tt.cached {
 				d.cache.store(e)
@@ -133,6 +133,7 @@ func TestHandleFastPath(t *testing.T) {
 				}
 				d.handle(ev, time.Now(), scratch[:])
 			}
+			d.writeAnswers(d.answers.n)
 			if diff := cmp.Diff(tt.wantAnswer, k.allowed); diff != "" {
 				t.Errorf("answers (-want +got):\n%s", diff)
 			}

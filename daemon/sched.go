@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"sync"
+	"time"
 )
 
 // sched is the queue between the reader and the workers. It shares the
@@ -19,6 +20,14 @@ import (
 // its oldest job is dropped unscanned: the file stays uncached and its
 // next open scans.
 //
+// A scan cannot be interrupted, so fairness in the order of jobs is not
+// enough when one user's files are large: another user's small file would
+// wait for a worker until a large scan ends (tens to hundreds of
+// milliseconds for a 32 MiB file on a busy machine). While another user
+// has opened a file lately (reserveWindow), one user's large files
+// (bigJob and up) take at most all workers but one; the others stay free
+// for everyone else. A user alone on the machine keeps every worker.
+//
 // It also counts the jobs alive per uid (queued, scanning, waiting for
 // another scan of the same file, or waiting for their timer) against
 // max_pending_per_uid.
@@ -34,7 +43,14 @@ type sched struct {
 	late    []*job       // answered before their scan began, oldest first
 	lateCap int
 	perUID  int
-	closed  bool
+	bigMax  int // large scans one user may run at once while another is active: workers - 1
+	// recent are the last two distinct uids admitted and when (Unix ns).
+	recent [2]struct {
+		uid uint32
+		at  int64
+	}
+	parked int // tokens taken by workers that found only large jobs they may not start
+	closed bool
 }
 
 // userQueue is one user's waiting jobs and the count of its live jobs.
@@ -44,6 +60,7 @@ type userQueue struct {
 	finish uint64 // the finish tag of the last job queued
 	live   int    // jobs of this uid alive, against perUID
 	active bool   // in sched.active
+	bigRun int    // large scans of this uid running
 }
 
 // scanOverhead is the cost of a scan beyond its bytes, in bytes: with the
@@ -55,20 +72,38 @@ const scanOverhead = 64 << 10
 // maxLateJobs bounds the late jobs kept for a scan after their answer.
 const maxLateJobs = 256
 
-func newSched(maxPending, perUID int) *sched {
+// bigJob is the size from which a file's scan counts as large.
+const bigJob = 1 << 20
+
+// reserveWindow is how lately another user must have opened a file for a
+// worker to be kept free of one user's large files.
+const reserveWindow = time.Second
+
+func newSched(maxPending, perUID, workers int) *sched {
 	return &sched{
 		ready:   make(chan struct{}, maxPending+maxLateJobs),
 		users:   make(map[uint32]*userQueue),
 		lateCap: maxLateJobs,
 		perUID:  perUID,
+		bigMax:  workers - 1,
 	}
 }
 
-// admit counts a new job of uid, unless uid has perUID jobs alive already.
-// Only the reader calls it.
-func (s *sched) admit(uid uint32) bool {
+// big reports whether j's scan counts as large.
+func big(j *job) bool { return j.info.Stamp.Size >= bigJob }
+
+// admit counts a new job of uid, read at now, unless uid has perUID jobs
+// alive already. Only the reader calls it.
+func (s *sched) admit(uid uint32, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	switch at := now.UnixNano(); uid {
+	case s.recent[0].uid:
+		s.recent[0].at = at
+	default:
+		s.recent[1] = s.recent[0]
+		s.recent[0].uid, s.recent[0].at = uid, at
+	}
 	u := s.users[uid]
 	if u == nil {
 		u = &userQueue{uid: uid}
@@ -115,20 +150,69 @@ func (s *sched) push(j *job) {
 	s.ready <- struct{}{} // never blocks: one token per job queued, within cap
 }
 
+// mayStart reports whether a job of u may start now: a small one always;
+// a large one unless u runs bigMax of them already while another user has
+// been active lately.
+func (s *sched) mayStart(u *userQueue, j *job, now int64) bool {
+	if !big(j) || s.bigMax < 1 || u.bigRun < s.bigMax {
+		return true
+	}
+	for _, r := range s.recent {
+		if r.uid != u.uid && r.at != 0 && now-r.at < int64(reserveWindow) {
+			return false
+		}
+	}
+	return true
+}
+
+// started counts j as running, taken by a worker.
+func (s *sched) started(j *job) {
+	if !big(j) {
+		return
+	}
+	if u := s.users[j.uid]; u != nil {
+		u.bigRun++
+	}
+}
+
+// finished uncounts a job of uid that ran, large or not; a token a worker
+// gave up because that user ran too many large scans goes back.
+func (s *sched) finished(uid uint32, wasBig bool) {
+	if !wasBig {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.users[uid]; u != nil && u.bigRun > 0 {
+		u.bigRun--
+	}
+	if s.parked > 0 && !s.closed {
+		s.parked--
+		s.ready <- struct{}{} // room: the token was taken before
+	}
+}
+
 // pop returns the next job to scan: the waiting job with the smallest
-// start tag, or, when none waits, the oldest late job. It returns nil when
-// there is none (a token can outlive the job it was for: see dropLate).
-// Jobs dropped from the late queue to make room are appended to dropped
-// for the caller to finish, outside the lock.
+// start tag that may start, or, when none waits, the oldest late job. It
+// returns nil when there is none (a token can outlive the job it was for:
+// see dropLate; or the jobs there are may not start yet: then the token
+// comes back when one may, see finished). Jobs dropped from the late queue
+// to make room are appended to dropped for the caller to finish, outside
+// the lock.
 func (s *sched) pop(waiting func(*job) bool, dropped []*job) (*job, []*job) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now().UnixNano()
 	for len(s.active) > 0 {
-		best := 0
+		best := -1
 		for i, u := range s.active {
-			if u.jobs[0].vstart < s.active[best].jobs[0].vstart {
+			if (best < 0 || u.jobs[0].vstart < s.active[best].jobs[0].vstart) && s.mayStart(u, u.jobs[0], now) {
 				best = i
 			}
+		}
+		if best < 0 {
+			s.parked++
+			return nil, dropped
 		}
 		u := s.active[best]
 		j := u.jobs[0]
@@ -147,6 +231,7 @@ func (s *sched) pop(waiting func(*job) bool, dropped []*job) (*job, []*job) {
 		}
 		s.vtime = j.vstart
 		if waiting(j) {
+			s.started(j)
 			return j, dropped
 		}
 		// Answered while it waited: behind every open still held.
@@ -161,11 +246,16 @@ func (s *sched) pop(waiting func(*job) bool, dropped []*job) (*job, []*job) {
 	}
 	if len(s.late) > 0 {
 		j := s.late[0]
+		if u := s.users[j.uid]; u != nil && !s.mayStart(u, j, now) {
+			s.parked++
+			return nil, dropped
+		}
 		s.late[0] = nil
 		s.late = s.late[1:]
 		if len(s.late) == 0 {
 			s.late = nil
 		}
+		s.started(j)
 		return j, dropped
 	}
 	return nil, dropped

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -28,6 +29,7 @@ func order(s *sched, waiting func(*job) bool) (fds []int32, dropped []int32) {
 			return fds, dropped
 		}
 		fds = append(fds, j.fd)
+		s.finished(j.uid, big(j))
 	}
 }
 
@@ -59,9 +61,9 @@ func TestSchedFairness(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newSched(64, 64)
+			s := newSched(64, 64, 2)
 			for _, j := range tt.jobs {
-				if !s.admit(j.uid) {
+				if !s.admit(j.uid, time.Now()) {
 					t.Fatalf("admit %d refused", j.uid)
 				}
 				s.push(j)
@@ -78,18 +80,18 @@ func TestSchedFairness(t *testing.T) {
 }
 
 func TestSchedPerUIDBound(t *testing.T) {
-	s := newSched(64, 2)
-	if !s.admit(7) || !s.admit(7) {
+	s := newSched(64, 2, 2)
+	if !s.admit(7, time.Now()) || !s.admit(7, time.Now()) {
 		t.Fatal("first two jobs of uid 7 refused")
 	}
-	if s.admit(7) {
+	if s.admit(7, time.Now()) {
 		t.Error("third job of uid 7 admitted with max_pending_per_uid = 2")
 	}
-	if !s.admit(8) {
+	if !s.admit(8, time.Now()) {
 		t.Error("uid 8 refused because of uid 7")
 	}
 	s.leave(7)
-	if !s.admit(7) {
+	if !s.admit(7, time.Now()) {
 		t.Error("uid 7 refused after one of its jobs left")
 	}
 	s.leave(7)
@@ -103,16 +105,16 @@ func TestSchedPerUIDBound(t *testing.T) {
 // TestSchedLate: jobs answered while they waited go behind every job still
 // waiting, and beyond maxLateJobs the oldest of them are dropped.
 func TestSchedLate(t *testing.T) {
-	s := newSched(4096, 4096)
+	s := newSched(4096, 4096, 2)
 	answered := map[int32]bool{}
 	waiting := func(j *job) bool { return !answered[j.fd] }
 	for fd := range int32(maxLateJobs + 10) {
 		j := schedJob(fd, 1, 10)
 		answered[fd] = true
-		s.admit(1)
+		s.admit(1, time.Now())
 		s.push(j)
 	}
-	s.admit(2)
+	s.admit(2, time.Now())
 	s.push(schedJob(9999, 2, 10))
 	got, dropped := order(s, waiting)
 	if len(got) == 0 || got[0] != 9999 {
@@ -126,5 +128,44 @@ func TestSchedLate(t *testing.T) {
 	}
 	if got[1] != 10 {
 		t.Errorf("first late job handed out %d, want 10 (the oldest kept)", got[1])
+	}
+}
+
+// TestSchedKeepsAWorkerFree: while another user is active, one user's
+// large files take all workers but one; alone, a user takes them all.
+func TestSchedKeepsAWorkerFree(t *testing.T) {
+	all := func(*job) bool { return true }
+	s := newSched(64, 64, 2)
+	for fd := int32(1); fd <= 3; fd++ {
+		s.admit(7, time.Now())
+		s.push(schedJob(fd, 7, 32<<20))
+	}
+	// Alone: both workers take a large file.
+	j1, _ := s.pop(all, nil)
+	j2, _ := s.pop(all, nil)
+	if j1 == nil || j2 == nil {
+		t.Fatalf("a user alone got %v and %v, want two large jobs", j1, j2)
+	}
+	s.finished(7, true)
+	// Another user opens a file: the worker that frees up does not start
+	// a third large file of uid 7 while the first still runs.
+	s.admit(0, time.Now())
+	s.push(schedJob(100, 0, 4096))
+	if j, _ := s.pop(all, nil); j == nil || j.fd != 100 {
+		t.Fatalf("after root's open: got %v, want root's job", j)
+	}
+	if j, _ := s.pop(all, nil); j != nil {
+		t.Fatalf("a second large scan of uid 7 started while root is active: %d", j.fd)
+	}
+	if s.parked != 1 {
+		t.Errorf("parked = %d, want 1", s.parked)
+	}
+	tokens := len(s.ready)
+	s.finished(7, true) // uid 7's running large scan ends: the token comes back
+	if len(s.ready) != tokens+1 || s.parked != 0 {
+		t.Errorf("after the large scan ended: %d tokens (was %d), parked %d", len(s.ready), tokens, s.parked)
+	}
+	if j, _ := s.pop(all, nil); j == nil || j.fd != 3 {
+		t.Errorf("after the large scan ended: got %v, want uid 7's third job", j)
 	}
 }

@@ -53,7 +53,9 @@ func (w *worker) run() {
 			return
 		}
 		if j != nil {
+			uid, wasBig := j.uid, big(j)
 			w.process(j)
+			w.d.sched.finished(uid, wasBig)
 		}
 	}
 }

@@ -220,6 +220,28 @@ func (g *Group) Read(buf []byte) (int, error) {
 	}
 }
 
+// ReadNow is Read without waiting: it returns 0 and no error when no event
+// is queued.
+func (g *Group) ReadNow(buf []byte) (int, error) {
+	for {
+		if g.stopping.Load() {
+			return 0, os.ErrClosed
+		}
+		n, err := unix.Read(g.fd, buf)
+		switch {
+		case err == nil:
+			return n, nil
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, nil
+		case err == unix.EBADF || err == unix.EINVAL || err == unix.EFAULT:
+			return 0, fmt.Errorf("reading fanotify events: %w", err)
+		}
+		return 0, fmt.Errorf("%w: %w", ErrEventDenied, err)
+	}
+}
+
 // Respond answers the permission event whose fd is fd: allow or deny (EPERM).
 // The caller must answer each event exactly once and close the event fd only
 // afterwards: the kernel matches the answer by fd number.
