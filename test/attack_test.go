@@ -839,9 +839,8 @@ func watchPeak(interval time.Duration, sample func() int64) func() int64 {
 
 // startDetectionFlood starts nobody's detection flood: threads threads,
 // each rewriting (the same bytes) and opening its own file dir/dN.com of
-// content, from a process with padKiB KiB of command line. It returns
-// the flood's output and a function that stops it and returns its
-// summary line.
+// content, from a process with padKiB KiB of command line. It returns a
+// function that stops the flood and returns its summary line.
 func (a *attacker) startDetectionFlood(t *testing.T, dir string, threads, padKiB int, content string) func() string {
 	t.Helper()
 	p := a.start(a.tool, "detflood", dir, strconv.Itoa(threads), strconv.Itoa(padKiB), content)
@@ -867,10 +866,12 @@ func (a *attacker) startDetectionFlood(t *testing.T, dir string, threads, padKiB
 // record kept the opener's whole command line, so 16 threads of a process
 // with 6 MiB of arguments, each rewriting the same EICAR bytes into its
 // own file through an fd it keeps (the change stamp moves: each open is
-// scanned and detected anew) and opening it, grew the database by about
-// 140 MB/s and the daemon by GiBs (detections queued, each with its
-// command line). The quarantine's max_bytes was enforced only at start
-// and daily, and a full disk only counted.
+// scanned and detected anew) and opening it, grew the database by 10 to
+// 140 MB/s (as fast as the disk syncs) and the daemon by a GiB in
+// seconds (detections queued, each with its command line; once the queue
+// is full, the workers wait and opens run out the budget). The
+// quarantine's max_bytes was enforced only at start and daily, and a
+// full disk was only counted.
 func TestAttackDetectionFlood(t *testing.T) {
 	t.Run("records", func(t *testing.T) {
 		const (
@@ -1409,9 +1410,9 @@ static atomic_int breaks;
 static void onSIGIO(int sig) { atomic_fetch_add(&breaks, 1); }
 
 /* lease FILE CONTENT HOLD_MS [DIR N]: writes CONTENT over the start of
- * FILE through a shared mapping, closes it, at once takes a write lease on
- * it through a read-only fd (whose close is no writer's close) and holds
- * it for HOLD_MS. With DIR and N, N other files in DIR, opened for writing
+ * FILE through a shared mapping, opens it read-only, closes the writer's
+ * fd and at once takes a write lease through the read-only one (whose
+ * close is no writer's close), and holds it for HOLD_MS. With DIR and N, N other files in DIR, opened for writing
  * beforehand, are closed just before FILE: their closes come first.
  * Says how many tries the lease took and how many times someone tried to
  * break it (SIGIO): each is an open of the file for the writer's close;
