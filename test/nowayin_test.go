@@ -258,7 +258,15 @@ int main(int argc, char **argv) {
 // withTool builds nobodyToolSource with the C compiler into a directory
 // nobody can reach.
 func (n *nobody) withTool() *nobody {
-	t := n.t
+	n.t.Helper()
+	n.tool = buildTool(n.t, "tool", nobodyToolSource)
+	return n
+}
+
+// buildTool builds the C program src (as name, with the compiler flags
+// flags besides -O2 -Wall) into a directory nobody can reach, and returns
+// its path. It skips without a C compiler, and fails under CI.
+func buildTool(t *testing.T, name, src string, flags ...string) string {
 	t.Helper()
 	cc, err := exec.LookPath("gcc")
 	if err != nil {
@@ -266,20 +274,21 @@ func (n *nobody) withTool() *nobody {
 	}
 	if err != nil {
 		if testutil.InCI() {
-			t.Fatal("no C compiler (gcc): needed to build the nobody helper")
+			t.Fatalf("no C compiler (gcc): needed to build the nobody helper %s", name)
 		}
 		t.Skip("no C compiler")
 	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755)
-	src := filepath.Join(dir, "tool.c")
-	writeFile(t, src, nobodyToolSource, 0o644)
-	n.tool = filepath.Join(dir, "tool")
-	if out, err := exec.Command(cc, "-O2", "-Wall", "-o", n.tool, src).CombinedOutput(); err != nil {
-		t.Fatalf("building the nobody helper: %v\n%s", err, out)
+	file := filepath.Join(dir, name+".c")
+	writeFile(t, file, src, 0o644)
+	bin := filepath.Join(dir, name)
+	args := append([]string{"-O2", "-Wall", "-o", bin, file}, flags...)
+	if out, err := exec.Command(cc, args...).CombinedOutput(); err != nil {
+		t.Fatalf("building the nobody helper %s: %v\n%s", name, err, out)
 	}
-	return n
+	return bin
 }
 
 // nobodyDir makes directory name in parent, owned by nobody, with mode.
