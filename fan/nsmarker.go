@@ -262,7 +262,7 @@ func (m *NamespaceMarker) open() error {
 	}
 	m.th.do(func() {
 		if err = unix.Setns(m.own, unix.CLONE_NEWNS); err != nil {
-			err = fmt.Errorf("entering own mount namespace (setns needs CAP_SYS_ADMIN and CAP_SYS_CHROOT): %w", err)
+			err = fmt.Errorf("entering own mount namespace (setns needs CAP_SYS_ADMIN, CAP_SYS_CHROOT and, under systemd, RestrictNamespaces= allowing mnt): %w", err)
 			return
 		}
 		m.ownMI, err = openMountInfo(m.proc, m.th.tid)
