@@ -2,6 +2,7 @@ package fan
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -52,6 +53,12 @@ done
 // $1, $2, ...
 func startChild(t *testing.T, how int, script string, args ...string) *nsChild {
 	t.Helper()
+	return startChildFiles(t, how, nil, script, args...)
+}
+
+// startChildFiles is startChild with files the child gets as fd 3, 4, ...
+func startChildFiles(t *testing.T, how int, files []*os.File, script string, args ...string) *nsChild {
+	t.Helper()
 	var argv []string
 	switch how {
 	case asRoot:
@@ -66,6 +73,7 @@ func startChild(t *testing.T, how int, script string, args ...string) *nsChild {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = &testWriter{t: t}
+	cmd.ExtraFiles = files
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -816,5 +824,189 @@ echo mounted`, dir)
 	}
 	if n := runtime.NumGoroutine(); n > goroutines {
 		t.Errorf("%d goroutines after Close, %d before", n, goroutines)
+	}
+}
+
+// hungFUSE is a FUSE server that answers until hang is called, and then
+// never again: the server an attacker runs to freeze whoever looks up a
+// path through its mount. It serves a root directory with one
+// subdirectory, "d", whose entry must be looked up again every time
+// (entry timeout 0), as any path through it.
+type hungFUSE struct {
+	dev      *os.File // /dev/fuse, blocking: Go's poller refuses it before the mount
+	mu       sync.Mutex
+	hung     bool // guarded by mu
+	requests int  // requests read after hang; guarded by mu
+	done     chan struct{}
+}
+
+// FUSE opcodes and sizes (include/uapi/linux/fuse.h).
+const (
+	fuseLookup  = 1
+	fuseForget  = 2
+	fuseGetattr = 3
+	fuseInit    = 26
+	fuseBForget = 42
+	fuseInHdr   = 40 // struct fuse_in_header
+	fuseAttrLen = 88 // struct fuse_attr
+)
+
+func startHungFUSE(t *testing.T) *hungFUSE {
+	t.Helper()
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if testutil.InCI() {
+			t.Fatalf("opening /dev/fuse: %v", err)
+		}
+		t.Skipf("no FUSE here: %v", err)
+	}
+	f := &hungFUSE{dev: os.NewFile(uintptr(fd), "/dev/fuse"), done: make(chan struct{})}
+	go f.serve()
+	t.Cleanup(func() {
+		// Runs after the child's cleanup: its namespace is gone, and
+		// with it the mount, which aborted the connection and ended
+		// serve's read (closing the fd would not).
+		select {
+		case <-f.done:
+		case <-time.After(5 * time.Second):
+			t.Errorf("the FUSE server still runs 5 s after its mount went away")
+		}
+		f.dev.Close()
+	})
+	return f
+}
+
+// hang stops the answers.
+func (f *hungFUSE) hang() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hung = true
+}
+
+// requestsSinceHang returns how many requests came after hang.
+func (f *hungFUSE) requestsSinceHang() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.requests
+}
+
+func (f *hungFUSE) serve() {
+	defer close(f.done)
+	buf := make([]byte, 1<<20) // more than max_write: the kernel wants room for a whole request
+	for {
+		n, err := f.dev.Read(buf)
+		switch {
+		case errors.Is(err, unix.EPERM):
+			time.Sleep(5 * time.Millisecond) // not mounted yet
+			continue
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINTR):
+			continue // a request interrupted before we read it
+		case err != nil:
+			return
+		}
+		if n < fuseInHdr {
+			return
+		}
+		op := binary.NativeEndian.Uint32(buf[4:])
+		unique := binary.NativeEndian.Uint64(buf[8:])
+		nodeid := binary.NativeEndian.Uint64(buf[16:])
+		f.mu.Lock()
+		hung := f.hung
+		if hung {
+			f.requests++
+		}
+		f.mu.Unlock()
+		if hung || op == fuseForget || op == fuseBForget {
+			continue // never answered
+		}
+		var out []byte
+		errno := int32(0)
+		switch op {
+		case fuseInit:
+			out = make([]byte, 64)                        // struct fuse_init_out
+			binary.NativeEndian.PutUint32(out[0:], 7)     // major
+			binary.NativeEndian.PutUint32(out[4:], 31)    // minor
+			binary.NativeEndian.PutUint32(out[16:], 4096) // max_write
+			binary.NativeEndian.PutUint32(out[8:], 0)     // max_readahead
+			binary.NativeEndian.PutUint16(out[12+4:], 0)  // max_background (flags stay 0)
+			binary.NativeEndian.PutUint32(out[20:], 1)    // time_gran
+		case fuseLookup:
+			name := strings.TrimRight(string(buf[fuseInHdr:n]), "\x00")
+			if nodeid != 1 || name != "d" {
+				errno = -int32(unix.ENOENT)
+				break
+			}
+			out = make([]byte, 40+fuseAttrLen)        // struct fuse_entry_out, all timeouts 0
+			binary.NativeEndian.PutUint64(out[0:], 2) // nodeid
+			putFUSEDirAttr(out[40:], 2)
+		case fuseGetattr:
+			out = make([]byte, 16+fuseAttrLen) // struct fuse_attr_out, timeout 0
+			putFUSEDirAttr(out[16:], nodeid)
+		default:
+			errno = -int32(unix.ENOSYS)
+		}
+		reply := make([]byte, 16+len(out)) // struct fuse_out_header
+		binary.NativeEndian.PutUint32(reply[0:], uint32(len(reply)))
+		binary.NativeEndian.PutUint32(reply[4:], uint32(errno))
+		binary.NativeEndian.PutUint64(reply[8:], unique)
+		copy(reply[16:], out)
+		if _, err := f.dev.Write(reply); err != nil && !errors.Is(err, unix.ENOENT) {
+			return
+		}
+	}
+}
+
+// putFUSEDirAttr fills a struct fuse_attr for directory inode ino.
+func putFUSEDirAttr(b []byte, ino uint64) {
+	binary.NativeEndian.PutUint64(b[0:], ino)
+	binary.NativeEndian.PutUint32(b[60:], unix.S_IFDIR|0o755) // mode
+	binary.NativeEndian.PutUint32(b[64:], 2)                  // nlink
+	binary.NativeEndian.PutUint32(b[80:], 4096)               // blksize
+}
+
+// TestNamespaceMarkerHungFUSE: a tmpfs mounted, in another namespace, on
+// a directory of a FUSE filesystem whose server no longer answers is
+// reported and skipped; the look sends the server nothing and does not
+// wait.
+func TestNamespaceMarkerHungFUSE(t *testing.T) {
+	testutil.RequireRoot(t)
+	protected := testutil.MountTmpfs(t)
+	if err := os.Mkdir(filepath.Join(protected, "fuse"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := startHungFUSE(t)
+	rec := &nsRecorder{}
+	m := newTestNamespaceMarker(t, rec.mark, rec, 0, protected)
+
+	// The child mounts the FUSE filesystem with the server's /dev/fuse
+	// fd (its fd 3), then a tmpfs on its directory "d".
+	c := startChildFiles(t, asRoot, []*os.File{f.dev}, `mount -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0 nsmarker-fuse "$1/fuse" || exit 1
+exec 3<&-
+mount -t tmpfs -o size=1m nsmarker-test "$1/fuse/d" || exit 1
+echo mounted`, protected)
+	c.expect(t, "mounted", 5*time.Second)
+	f.hang()
+
+	start := time.Now()
+	if err := m.Sync(); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	took := time.Since(start)
+	point := filepath.Join(protected, "fuse", "d")
+	rep, ok := rec.find(t, point, func(err error) bool { return errors.Is(err, unix.EAGAIN) }, 0)
+	if !ok {
+		t.Fatalf("no EAGAIN report of %s; reports: %+v", point, rec.reports)
+	}
+	t.Logf("Sync took %v; reported %s: %v", took, rep.m.Point, rep.err)
+	if took > time.Second {
+		t.Errorf("Sync took %v: it waited for something", took)
+	}
+	if n := f.requestsSinceHang(); n != 0 {
+		t.Errorf("the FUSE server got %d requests while the marker looked", n)
+	}
+	for _, fm := range m.Marked() {
+		if fm.Point == point {
+			t.Errorf("the tmpfs behind the hung FUSE directory is marked: %+v", fm)
+		}
 	}
 }
