@@ -923,13 +923,12 @@ func (f *hungFUSE) serve() {
 		errno := int32(0)
 		switch op {
 		case fuseInit:
-			out = make([]byte, 64)                        // struct fuse_init_out
+			// struct fuse_init_out, no flags
+			out = make([]byte, 64)
 			binary.NativeEndian.PutUint32(out[0:], 7)     // major
 			binary.NativeEndian.PutUint32(out[4:], 31)    // minor
-			binary.NativeEndian.PutUint32(out[16:], 4096) // max_write
-			binary.NativeEndian.PutUint32(out[8:], 0)     // max_readahead
-			binary.NativeEndian.PutUint16(out[12+4:], 0)  // max_background (flags stay 0)
-			binary.NativeEndian.PutUint32(out[20:], 1)    // time_gran
+			binary.NativeEndian.PutUint32(out[20:], 4096) // max_write
+			binary.NativeEndian.PutUint32(out[24:], 1)    // time_gran
 		case fuseLookup:
 			name := strings.TrimRight(string(buf[fuseInHdr:n]), "\x00")
 			if nodeid != 1 || name != "d" {
