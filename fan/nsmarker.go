@@ -518,7 +518,17 @@ func (m *NamespaceMarker) look() error {
 	for _, st := range m.nss {
 		st.seen = false
 	}
-	err := forEachNamespace(m.own, m.lookAt)
+	// The initial namespace first: it never goes away, so marks that go
+	// through its mounts are not forgotten and placed again each time a
+	// short-lived namespace holding the same filesystems ends.
+	if m.init >= 0 {
+		m.lookAt(m.init, mntNSInfo{id: m.initID})
+	}
+	err := forEachNamespace(m.own, func(fd int, info mntNSInfo) {
+		if m.init < 0 || info.id != m.initID {
+			m.lookAt(fd, info)
+		}
+	})
 	// Back home, so that the thread keeps no other namespace alive.
 	var serr error
 	m.th.do(func() { serr = unix.Setns(m.own, unix.CLONE_NEWNS) })
