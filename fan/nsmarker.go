@@ -53,8 +53,8 @@ type NamespaceOptions struct {
 	// read is reported once, with only Namespace and NamespaceID set;
 	// problems with no one namespace (listing the namespaces, reading the
 	// trusted ones) once, with a zero ForeignMount. It is called one call
-	// at a time, from the goroutine running Sync or Run; it must not call
-	// Sync or Close.
+	// at a time, from the goroutine running Sync or Run; it may call
+	// Marked and Trusted, not Sync or Close.
 	Report func(m ForeignMount, err error)
 
 	// Interval is the time from one look at every namespace to the next,
