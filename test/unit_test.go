@@ -116,6 +116,8 @@ func TestUnitFileKeepsPathsVisible(t *testing.T) {
 		{"CapabilityBoundingSet", "CAP_SYS_ADMIN", "fanotify_init and FAN_MARK_FILESYSTEM"},
 		{"CapabilityBoundingSet", "CAP_SYS_PTRACE", "readlink /proc/PID/exe of other users' processes"},
 		{"CapabilityBoundingSet", "CAP_DAC_READ_SEARCH", "fanotify_mark checks read permission on what it marks"},
+		{"CapabilityBoundingSet", "CAP_SYS_CHROOT", "setns into other mount namespaces (fan.NamespaceMarker)"},
+		{"RestrictNamespaces", "mnt", "setns(CLONE_NEWNS) is refused for every type not listed"},
 		{"SystemCallFilter", "fanotify_init", "filtered out by ~@privileged otherwise"},
 		{"SystemCallFilter", "fanotify_mark", "filtered out by ~@privileged otherwise"},
 		{"RestrictAddressFamilies", "AF_UNIX", "sd_notify, the journal and the control socket"},
