@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"container/heap"
+	"math/rand/v2"
 	"time"
 
 	"github.com/fanguard/fanguard/fan"
@@ -128,49 +130,94 @@ func (d *Daemon) writeAnswers(max int) {
 // but not at once: answered at once, a thousand threads of one user would
 // open again at once, each answer waking every open held (see above), and
 // spin the machine's CPUs at the expense of everyone else. So those
-// answers are held for overloadHold (within the budget) by a goroutine of
-// their own, at most maxHeld of them, oldest first; beyond that bound, or
-// when the daemon stops, they are written at once. The opens of the other
-// users are not held: the bound is per uid. (The overload of max_pending
-// itself, all users together, is answered at once.)
+// answers are held (within the budget) by a goroutine of their own, at
+// most maxHeld of them; beyond that bound, or when the daemon stops, they
+// are written at once. Each is held for a time drawn between half and the
+// whole of overloadHold: a thousand threads answered in one instant would
+// all open again in the next, and every later wave would come as one
+// too, each a storm of wake-ups during which nobody else's open gets the
+// CPU; spread out, the same answers cost the same but leave room between
+// them. The opens of the other users are not held: the bound is per uid.
+// (The overload of max_pending itself, all users together, is answered at
+// once.)
 
 // maxHeld bounds the over-cap answers held; each holds two fds.
 const maxHeld = 4096
 
-// overloadHold is how long an over-cap answer is held: a second less than
-// the budget, or half of a budget shorter than two seconds; at most four
-// seconds. Measured under a flood of 1,000 threads of one user (see
+// overloadHold is the longest an over-cap answer is held: a second less
+// than the budget, or half of a budget shorter than two seconds; at most
+// four seconds. Measured under a flood of 1,000 threads of one user (see
 // TestAttackFailOpenByLoad): answered at once, the other users' opens
 // took a second and more; held two seconds, p99 300 ms; four, less again.
 func (d *Daemon) overloadHold() time.Duration {
 	return min(max(d.cfg.Budget-time.Second, d.cfg.Budget/2), 4*time.Second)
 }
 
-// holdOverloaded queues an over-cap answer to be written after
+// heldAnswer is an over-cap answer and when to write it.
+type heldAnswer struct {
+	pendingAnswer
+	at time.Time
+}
+
+// holdOverloaded queues an over-cap answer to be written within
 // overloadHold, or writes it now if too many are held already. Only the
 // reader calls it.
 func (d *Daemon) holdOverloaded(uid uint32, ev fan.Event, now time.Time) {
+	hold := d.overloadHold()
+	at := now.Add(hold/2 + rand.N(hold/2+1))
 	select {
-	case d.held <- pendingAnswer{ev: ev, v: d.cfg.OnOverload, read: now}:
+	case d.held <- heldAnswer{pendingAnswer{ev: ev, v: d.cfg.OnOverload, read: now}, at}:
 	default:
 		d.reply(uid, ev, d.cfg.OnOverload, now)
 	}
 }
 
-// writeHeld writes the held answers, each overloadHold after its event
-// was read, until d.held is closed; then it writes what is left at once.
+// heldHeap orders the held answers by when to write them.
+type heldHeap []heldAnswer
+
+func (h heldHeap) Len() int           { return len(h) }
+func (h heldHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h heldHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *heldHeap) Push(x any)        { *h = append(*h, x.(heldAnswer)) }
+func (h *heldHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = heldAnswer{}
+	*h = old[:len(old)-1]
+	return x
+}
+
+// writeHeld writes each held answer when its time comes, until d.held is
+// closed and every answer is written; once the daemon stops (stopHeld),
+// it writes them at once.
 func (d *Daemon) writeHeld() {
-	hold := d.overloadHold()
+	var h heldHeap
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
-	for a := range d.held {
-		if wait := hold - time.Since(a.read); wait > 0 && !d.stopping.Load() {
-			t.Reset(wait)
-			select {
-			case <-t.C:
-			case <-d.stopHeld:
+	in, stop := d.held, d.stopHeld
+	for in != nil || len(h) > 0 {
+		var due <-chan time.Time
+		if len(h) > 0 {
+			wait := time.Until(h[0].at)
+			if wait <= 0 || d.stopping.Load() {
+				a := heap.Pop(&h).(heldAnswer)
+				d.answerEvent(a.ev, a.v, a.read)
+				continue
 			}
+			t.Reset(wait)
+			due = t.C
 		}
-		d.answerEvent(a.ev, a.v, a.read)
+		select {
+		case a, ok := <-in:
+			if !ok {
+				in = nil
+				continue
+			}
+			heap.Push(&h, a)
+		case <-due:
+		case <-stop:
+			d.stopping.Store(true)
+			stop = nil
+		}
 	}
 }

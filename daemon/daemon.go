@@ -122,7 +122,7 @@ type Daemon struct {
 	// held are the answers to opens past max_pending_per_uid, written by
 	// writeHeld after overloadHold; stopHeld, closed at shutdown, makes
 	// it write them at once.
-	held     chan pendingAnswer
+	held     chan heldAnswer
 	stopHeld chan struct{}
 	stopping atomic.Bool
 
@@ -225,7 +225,7 @@ func New(opts Options) (*Daemon, error) {
 		sched:       newSched(opts.Config.MaxPending, perUID(opts.Config), opts.Config.Workers),
 		detections:  newDetectionQueue(),
 		talkSamples: make(chan talkSample, talkSamples),
-		held:        make(chan pendingAnswer, maxHeld),
+		held:        make(chan heldAnswer, maxHeld),
 		stopHeld:    make(chan struct{}),
 		recorder:    opts.Recorder,
 		scans:       make(map[fan.FileID]*job),
@@ -467,8 +467,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Warn("detections still being recorded at shutdown")
 		}
 	}()
-	// TODO(ns): the namespace marker's trusted set.
-	d.mounts = trustAllMounts{}
+	// Filesystems mounted only in other mount namespaces (containers,
+	// PrivateTmp= units, an unprivileged user's namespaces), and the
+	// mounts whose paths exclude_paths may match. Without it (a kernel
+	// before 6.12, a sandbox that refuses setns), no path is trusted:
+	// exclude_paths match nothing.
+	nsm, err := fan.NewNamespaceMarker(fan.NamespaceOptions{
+		FSTypes: d.cfg.Protect.FSTypes,
+		Paths:   d.cfg.Protect.Paths,
+		Mark:    d.markFilesystemAt,
+		Report:  d.reportForeignMark,
+	})
+	if err != nil {
+		d.log.Error("not protecting filesystems mounted in other mount namespaces, and exclude_paths match nothing",
+			zap.Error(err))
+		d.mounts = trustNoMounts{}
+	} else {
+		defer nsm.Close()
+		d.mounts = nsm
+	}
 	heldDone := make(chan struct{})
 	go func() {
 		defer close(heldDone)
@@ -505,6 +522,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	markerDone := make(chan error, 1)
 	go func() { markerDone <- marker.Run() }()
+	if nsm != nil {
+		if err := nsm.Sync(); err != nil {
+			d.log.Error("looking at other mount namespaces", zap.Error(err))
+		}
+		d.stats.ForeignFilesystems.Store(int64(len(nsm.Marked())))
+		go func() {
+			if err := nsm.Run(); err != nil {
+				d.log.Error("not following other mount namespaces any more", zap.Error(err))
+			}
+		}()
+	}
 
 	// The control socket, the rule watcher and the status line: all off
 	// the event path.
@@ -564,6 +592,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 				return
 			case <-t.C:
 				d.filesystems.Store(int64(len(marker.Marked())))
+				if nsm != nil {
+					d.stats.ForeignFilesystems.Store(int64(len(nsm.Marked())))
+				}
 				d.updateStatus()
 			}
 		}
@@ -610,6 +641,28 @@ func (d *Daemon) markFilesystem(path string) error {
 		return err
 	}
 	return d.group.MarkFilesystem(path)
+}
+
+// markFilesystemAt marks the filesystem of a mount of another mount
+// namespace, through an fd of its root, in both groups.
+func (d *Daemon) markFilesystemAt(fd int) error {
+	if err := d.notif.MarkFilesystemAt(fd); err != nil {
+		return err
+	}
+	return d.group.MarkFilesystemAt(fd)
+}
+
+// reportForeignMark logs a mark placed (or not) in another mount
+// namespace.
+func (d *Daemon) reportForeignMark(m fan.ForeignMount, err error) {
+	if err != nil {
+		d.log.Warn("cannot protect a filesystem of another mount namespace", zap.String("mount", m.Point),
+			zap.String("type", m.FSType), zap.Uint64("mount_namespace", m.Namespace), zap.Error(err))
+		return
+	}
+	d.stats.ForeignFilesystems.Add(1)
+	d.log.Info("protecting a filesystem of another mount namespace", zap.String("mount", m.Point),
+		zap.String("type", m.FSType), zap.String("source", m.Source), zap.Uint64("mount_namespace", m.Namespace))
 }
 
 // shutdown stops the reader, lets the workers drain the queue for at most
@@ -1039,9 +1092,11 @@ type mountTrust interface {
 	Trusted(uniqueMountID uint64) bool
 }
 
-type trustAllMounts struct{}
+// trustNoMounts trusts no mount: without a namespace marker, the daemon
+// cannot tell the host's mounts from an opener's.
+type trustNoMounts struct{}
 
-func (trustAllMounts) Trusted(uint64) bool { return true }
+func (trustNoMounts) Trusted(uint64) bool { return false }
 
 // trustedMount reports whether a file opened through mount id (a unique
 // mount id) was opened through a mount of the host's or the daemon's own

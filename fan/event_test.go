@@ -3,6 +3,7 @@ package fan
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -150,5 +151,34 @@ func TestParseEventAllocs(t *testing.T) {
 	buf := record(unix.FAN_OPEN_PERM, 5, 7, pidfdInfo(8))
 	if a := testing.AllocsPerRun(100, func() { ParseEvent(buf) }); a != 0 {
 		t.Errorf("ParseEvent allocates %v times per event, want 0", a)
+	}
+}
+
+func TestParseArgArea(t *testing.T) {
+	fields := func(comm string, start, end string) string {
+		f := make([]string, 47)
+		for i := range f {
+			f[i] = "0"
+		}
+		f[45], f[46] = start, end
+		return "42 (" + comm + ") " + strings.Join(f, " ") + " 0 0\n"
+	}
+	tests := []struct {
+		name       string
+		stat       string
+		start, end int64
+		ok         bool
+	}{
+		{"plain", fields("cat", "1000", "1100"), 1000, 1100, true},
+		{"name with parentheses and spaces", fields("a) 1 2 (b", "7", "9"), 7, 9, true},
+		{"too few fields", "42 (cat) R 1 2 3\n", 0, 0, false},
+		{"end before start", fields("cat", "9", "7"), 0, 0, false},
+		{"no parenthesis", "42 cat R", 0, 0, false},
+	}
+	for _, tt := range tests {
+		start, end, ok := parseArgArea([]byte(tt.stat))
+		if start != tt.start || end != tt.end || ok != tt.ok {
+			t.Errorf("%s: parseArgArea = %d, %d, %v; want %d, %d, %v", tt.name, start, end, ok, tt.start, tt.end, tt.ok)
+		}
 	}
 }

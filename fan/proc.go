@@ -1,10 +1,12 @@
 package fan
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -133,18 +135,20 @@ func CloseFd(fd int32) error { return unix.Close(int(fd)) }
 
 // ProcCmdline returns at most limit bytes of the command line of process
 // pid as /proc has it (the arguments, each ended by a NUL), and its whole
-// length, counted up to maxCmdlineCount bytes. For the record of a
-// detection, after the answer: reading it takes the process's mmap_lock,
-// which the process can hold for as long as it likes (a fault on a FUSE
-// mapping whose server never answers), so call it only where a read that
-// never returns holds nothing but itself. It allocates.
+// length: where there is more than limit, the size of the argument area
+// from /proc/<pid>/stat (arg_end - arg_start), or limit+1 if that cannot
+// be read. For the record of a detection, after the answer: reading it
+// takes the process's mmap_lock, which the process can hold for as long as
+// it likes (a fault on a FUSE mapping whose server never answers), so call
+// it only where a read that never returns holds nothing but itself. It
+// allocates.
 func ProcCmdline(pid int32, limit int) (cmdline []byte, length int64, err error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/cmdline")
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading command line of pid %d: %w", pid, err)
 	}
 	defer f.Close()
-	b := make([]byte, limit)
+	b := make([]byte, limit+1)
 	n, err := io.ReadFull(f, b)
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		return b[:n], int64(n), nil
@@ -152,21 +156,35 @@ func ProcCmdline(pid int32, limit int) (cmdline []byte, length int64, err error)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading command line of pid %d: %w", pid, err)
 	}
-	// More: count it, without keeping it.
-	rest, err := io.Copy(io.Discard, io.LimitReader(f, maxCmdlineCount-int64(n)))
-	if err != nil {
-		return nil, 0, fmt.Errorf("reading command line of pid %d: %w", pid, err)
+	length = int64(limit + 1)
+	if st, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat"); err == nil {
+		if start, end, ok := parseArgArea(st); ok && end-start > length {
+			length = end - start
+		}
 	}
-	return b, int64(n) + rest, nil
+	return b[:limit], length, nil
 }
 
-// maxCmdlineCount bounds the bytes of a command line ProcCmdline counts.
-const maxCmdlineCount = 64 << 20
-
-// resolveCached is RESOLVE_CACHED (Linux 5.12), which x/sys/unix does not
-// name for Linux: openat2 fails with EAGAIN rather than do I/O or call a
-// filesystem's revalidation (a FUSE server) during the look up.
-const resolveCached = 0x20
+// parseArgArea returns arg_start and arg_end, fields 48 and 49 of a
+// /proc/<pid>/stat line (proc(5)). The command name, field 2, is in
+// parentheses and may hold any byte: the fields are counted from the last
+// ')'.
+func parseArgArea(stat []byte) (start, end int64, ok bool) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(stat[i+1:])) // f[0] is field 3
+	if len(f) < 47 {
+		return 0, 0, false
+	}
+	s, err1 := strconv.ParseInt(f[45], 10, 64)
+	e, err2 := strconv.ParseInt(f[46], 10, 64)
+	if err1 != nil || err2 != nil || e < s {
+		return 0, 0, false
+	}
+	return s, e, true
+}
 
 // PathLeadsTo reports whether path, looked up in this process's mount
 // namespace without following a final symbolic link, names the file id.
