@@ -81,8 +81,10 @@ func TestSchedFairness(t *testing.T) {
 
 func TestSchedPerUIDBound(t *testing.T) {
 	s := newSched(64, 2, 2)
-	if !s.admit(7, time.Now()) || !s.admit(7, time.Now()) {
-		t.Fatal("first two jobs of uid 7 refused")
+	for i := range 2 {
+		if !s.admit(7, time.Now()) {
+			t.Fatalf("job %d of uid 7 refused", i+1)
+		}
 	}
 	if s.admit(7, time.Now()) {
 		t.Error("third job of uid 7 admitted with max_pending_per_uid = 2")

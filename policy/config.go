@@ -35,7 +35,7 @@ const (
 	wantWorkers     = `an integer from 0 (one per CPU) to 1024`
 	wantFileSize    = `a size from "1KiB" to "4GiB": an integer number of bytes or a string such as "32MiB", "512KiB", "1GiB" or "10M"`
 	wantMaxPending  = `an integer from 1 to 1048576`
-	wantPerUID      = `an integer from 1 to 1048576, at most max_pending`
+	wantPerUID      = `an integer from 0 (32 per worker, at least 64) to 1048576, at most max_pending`
 	wantLevel       = `"debug", "info", "warn" or "error"`
 	wantCache       = `an integer from 0 (no daemon cache) to 67108864`
 	wantCacheDir    = `an absolute directory, such as "/var/cache/fanguard", or "" for no compiled-rules cache`
@@ -45,6 +45,12 @@ const (
 	wantMaxBytes    = `a size such as "1GiB", "500MiB", or 0 (no bound)`
 	wantUIDs        = `an array of integers from 0 to 4294967295, such as [0, 1000]`
 )
+
+// autoPerUID is max_pending_per_uid = 0: 32 events per worker, at least
+// 64. More than the workers can scan within a budget only makes a user's
+// flood time out in waves (every one of its answers waking every open
+// held on the machine); fewer would refuse an ordinary parallel build.
+func autoPerUID(workers int) int { return max(64, 32*workers) }
 
 // Default returns the configuration used for every key that fanguard.toml
 // leaves out. It is also what configs/fanguard.toml spells out.
@@ -59,7 +65,7 @@ func Default() Config {
 		Workers:          runtime.NumCPU(),
 		MaxFileSize:      32 << 20,
 		MaxPending:       4096,
-		MaxPendingPerUID: 256,
+		MaxPendingPerUID: autoPerUID(runtime.NumCPU()),
 		ScanTimeout:      60 * time.Second,
 		Rules: RulesConfig{
 			Dirs:     []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"},
@@ -236,11 +242,12 @@ func (c *checker) convert(raw *rawConfig) Config {
 	if n, ok := c.integer("max_pending", raw.MaxPending, 1, maxMaxPending, wantMaxPending); ok {
 		cfg.MaxPending = int(n)
 	}
-	if n, ok := c.integer("max_pending_per_uid", raw.PerUID, 1, maxMaxPending, wantPerUID); ok {
+	cfg.MaxPendingPerUID = autoPerUID(cfg.Workers)
+	if n, ok := c.integer("max_pending_per_uid", raw.PerUID, 0, maxMaxPending, wantPerUID); ok && n > 0 {
 		cfg.MaxPendingPerUID = int(n)
 	}
 	if cfg.MaxPendingPerUID > cfg.MaxPending {
-		if raw.PerUID != nil {
+		if n, _ := raw.PerUID.(int64); n > 0 {
 			c.bad("max_pending_per_uid", -1, raw.PerUID, "is more than max_pending", wantPerUID)
 		} else {
 			cfg.MaxPendingPerUID = cfg.MaxPending // a small max_pending bounds the default too

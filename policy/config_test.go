@@ -26,7 +26,7 @@ func TestDefault(t *testing.T) {
 		Workers:          runtime.NumCPU(),
 		MaxFileSize:      32 << 20,
 		MaxPending:       4096,
-		MaxPendingPerUID: 256,
+		MaxPendingPerUID: max(64, 32*runtime.NumCPU()),
 		ScanTimeout:      60 * time.Second,
 		Rules:            RulesConfig{Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"}, CacheDir: "/var/cache/fanguard"},
 		Protect: ProtectConfig{
@@ -209,7 +209,7 @@ level = "debug"
 		{
 			name: "workers 1024",
 			doc:  "workers = 1024",
-			want: func(c *Config) { c.Workers = 1024 },
+			want: func(c *Config) { c.Workers, c.MaxPendingPerUID = 1024, 4096 }, // 32 per worker, bounded by max_pending
 		},
 		{
 			name: "budget lowest",
@@ -290,6 +290,16 @@ level = "debug"
 			name: "max_pending_per_uid lowest",
 			doc:  "max_pending_per_uid = 1",
 			want: func(c *Config) { c.MaxPendingPerUID = 1 },
+		},
+		{
+			name: "max_pending_per_uid 0: 32 per worker",
+			doc:  "workers = 4\nmax_pending_per_uid = 0",
+			want: func(c *Config) { c.Workers, c.MaxPendingPerUID = 4, 128 },
+		},
+		{
+			name: "max_pending_per_uid 0: at least 64",
+			doc:  "workers = 1\nmax_pending_per_uid = 0",
+			want: func(c *Config) { c.Workers, c.MaxPendingPerUID = 1, 64 },
 		},
 		{
 			name: "duplicates removed",
@@ -558,14 +568,14 @@ func TestParseErrors(t *testing.T) {
 			want: []string{`max_pending: 1048577 is out of range (want an integer from 1 to 1048576)`},
 		},
 		{
-			name: "max_pending_per_uid zero",
-			doc:  `max_pending_per_uid = 0`,
-			want: []string{`test.toml:1: max_pending_per_uid: 0 is out of range (want an integer from 1 to 1048576, at most max_pending)`},
+			name: "max_pending_per_uid negative",
+			doc:  `max_pending_per_uid = -1`,
+			want: []string{`test.toml:1: max_pending_per_uid: -1 is out of range (want an integer from 0 (32 per worker, at least 64) to 1048576, at most max_pending)`},
 		},
 		{
 			name: "max_pending_per_uid above max_pending",
 			doc:  "max_pending = 10\nmax_pending_per_uid = 11",
-			want: []string{`test.toml:2: max_pending_per_uid: 11 is more than max_pending (want an integer from 1 to 1048576, at most max_pending)`},
+			want: []string{`test.toml:2: max_pending_per_uid: 11 is more than max_pending (want an integer from 0 (32 per worker, at least 64) to 1048576, at most max_pending)`},
 		},
 
 		// Sizes.

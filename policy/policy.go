@@ -60,7 +60,7 @@ type Config struct {
 	// MaxPendingPerUID bounds the events held at once for the processes
 	// of one (real) uid: the excess is answered at once with OnOverload,
 	// so that one user's flood cannot fill MaxPending for everyone.
-	MaxPendingPerUID int           // max_pending_per_uid
+	MaxPendingPerUID int           // max_pending_per_uid; 0 in the file means 32 per worker, at least 64 (resolved by Parse)
 	ScanTimeout      time.Duration // scan_timeout: CPU bound for one YARA scan, whole seconds (Parse rounds up)
 
 	Rules      RulesConfig

@@ -177,7 +177,7 @@ func printStatus(out io.Writer, st *daemon.Status) {
 				rec = fmt.Sprintf("record %d", d.Record)
 			}
 			fmt.Fprintf(&b, "  %s %-10s %s %s (%s)\n", d.Time.Local().Format("2006-01-02 15:04:05"), d.Action,
-				strings.Join(d.Rules, ","), d.Path, rec)
+				strings.Join(d.Rules, ","), quotePath(d.Path), rec)
 		}
 	}
 	out.Write(b.Bytes())
