@@ -345,25 +345,34 @@ func TestCloseWriteEvents(t *testing.T) {
 	}
 }
 
+// markedTmpfs mounts a tmpfs holding a file name (content "x"), and makes
+// a group of opts that marks it; the group is closed at the end of the
+// test.
+func markedTmpfs(t *testing.T, opts GroupOptions, name string) (g *Group, dir, path string) {
+	t.Helper()
+	dir = testutil.MountTmpfs(t)
+	path = filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGroup(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	if err := g.MarkFilesystem(dir); err != nil {
+		t.Fatal(err)
+	}
+	return g, dir, path
+}
+
 // TestPidfdEvents: a permission group made with Pidfd reports a pidfd of
 // the opener with each event, from which its uid is read; the event fd's
 // stat names the mount the file was opened through.
 func TestPidfdEvents(t *testing.T) {
-	dir := testutil.MountTmpfs(t)
-	path := filepath.Join(dir, "f")
-	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	g, err := NewGroup(GroupOptions{Pidfd: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g, dir, path := markedTmpfs(t, GroupOptions{Pidfd: true}, "f")
 	if !g.FDErrors() {
 		t.Log("this kernel has no FAN_REPORT_FD_ERROR")
-	}
-	if err := g.MarkFilesystem(dir); err != nil {
-		t.Fatal(err)
 	}
 	var mnt unix.Statx_t
 	if err := unix.Statx(unix.AT_FDCWD, dir, 0, unix.STATX_MNT_ID_UNIQUE, &mnt); err != nil {
@@ -410,21 +419,9 @@ func TestPidfdEvents(t *testing.T) {
 // waiting; the group reports it as a record with the error, not as
 // nothing (Linux 6.13, FAN_REPORT_FD_ERROR).
 func TestCloseWriteUnderLease(t *testing.T) {
-	dir := testutil.MountTmpfs(t)
-	path := filepath.Join(dir, "leased")
-	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	notif, err := NewGroup(GroupOptions{Notification: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notif.Close()
+	notif, _, path := markedTmpfs(t, GroupOptions{Notification: true}, "leased")
 	if !notif.FDErrors() {
 		t.Skip("this kernel has no FAN_REPORT_FD_ERROR")
-	}
-	if err := notif.MarkFilesystem(dir); err != nil {
-		t.Fatal(err)
 	}
 	if err := os.WriteFile(path, []byte("y"), 0o644); err != nil { // the writer's close, queued
 		t.Fatal(err)

@@ -152,7 +152,6 @@ func newMarker(opts MarkerOptions, statPath func(string) (pathInfo, error), moun
 		return nil, errors.New("marker options: no filesystem types to protect")
 	}
 	m := &Marker{
-		fsTypes:  make(map[string]bool, len(opts.FSTypes)),
 		mark:     opts.Mark,
 		report:   opts.Report,
 		statPath: statPath,
@@ -163,14 +162,9 @@ func newMarker(opts MarkerOptions, statPath func(string) (pathInfo, error), moun
 	if m.report == nil {
 		m.report = func(Mount, error) {}
 	}
-	for _, t := range opts.FSTypes {
-		m.fsTypes[t] = true
-	}
-	for _, p := range opts.Paths {
-		if !filepath.IsAbs(p) {
-			return nil, fmt.Errorf("protect path %q is not absolute", p)
-		}
-		m.paths = append(m.paths, filepath.Clean(p))
+	var err error
+	if m.fsTypes, m.paths, err = scope(opts.FSTypes, opts.Paths); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -484,6 +478,24 @@ func (c coverage) covers(mt Mount) bool {
 		y = x
 	}
 	return false
+}
+
+// scope checks and cleans the filesystem types and protect paths of a
+// Marker or NamespaceMarker: the types as a set, the paths absolute and
+// cleaned.
+func scope(fsTypes, paths []string) (map[string]bool, []string, error) {
+	types := make(map[string]bool, len(fsTypes))
+	for _, t := range fsTypes {
+		types[t] = true
+	}
+	var clean []string
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			return nil, nil, fmt.Errorf("protect path %q is not absolute", p)
+		}
+		clean = append(clean, filepath.Clean(p))
+	}
+	return types, clean, nil
 }
 
 // isUnder reports whether path is dir or lies below it, comparing whole

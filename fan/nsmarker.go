@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -207,7 +206,6 @@ func NewNamespaceMarker(opts NamespaceOptions) (*NamespaceMarker, error) {
 		return nil, fmt.Errorf("namespace marker options: negative interval %v", opts.Interval)
 	}
 	m := &NamespaceMarker{
-		fsTypes:  make(map[string]bool, len(opts.FSTypes)),
 		mark:     opts.Mark,
 		report:   opts.Report,
 		interval: cmp.Or(opts.Interval, DefaultNamespaceInterval),
@@ -219,14 +217,9 @@ func NewNamespaceMarker(opts NamespaceOptions) (*NamespaceMarker, error) {
 	if m.report == nil {
 		m.report = func(ForeignMount, error) {}
 	}
-	for _, t := range opts.FSTypes {
-		m.fsTypes[t] = true
-	}
-	for _, p := range opts.Paths {
-		if !filepath.IsAbs(p) {
-			return nil, fmt.Errorf("protect path %q is not absolute", p)
-		}
-		m.paths = append(m.paths, filepath.Clean(p))
+	var err error
+	if m.fsTypes, m.paths, err = scope(opts.FSTypes, opts.Paths); err != nil {
+		return nil, err
 	}
 	if err := m.open(); err != nil {
 		m.free()
