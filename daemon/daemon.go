@@ -83,14 +83,13 @@ type Daemon struct {
 	sched *sched // the jobs waiting for a worker, shared fairly between users
 	// detections carries detections from the workers to the describing
 	// stage and on to the recorder, after the answers.
-	detections  *detectionQueue
-	recorder    Recorder
-	procReads   procReads                             // the describing stage's reads under openers' /proc
-	talkSamples chan talkSample                       // scans for the talkers, lossy
-	unscanned   unscannedCounts                       // opens answered without a scan, per uid
-	exeIDs      atomic.Pointer[map[fan.FileID]string] // exclude_exe, by identity: path by file
-	mounts      mountTrust                            // which mounts' paths exclude_paths may match
-	jobs        sync.Pool
+	detections *detectionQueue
+	recorder   Recorder
+	procReads  procReads                             // the describing stage's reads under openers' /proc
+	unscanned  unscannedCounts                       // opens answered without a scan, per uid
+	exeIDs     atomic.Pointer[map[fan.FileID]string] // exclude_exe, by identity: path by file
+	mounts     mountTrust                            // which mounts' paths exclude_paths may match
+	jobs       sync.Pool
 	// inflight counts jobs alive: queued, scanning, waiting for a scan of
 	// the same file, or waiting for their timer. Only the reader
 	// increments it, so checking it against MaxPending before an
@@ -211,26 +210,25 @@ func New(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:         opts.Config,
-		log:         log,
-		notify:      notify,
-		ruleDirs:    opts.RuleDirs,
-		owners:      opts.Owners,
-		excl:        policy.NewExclusions(withVault(opts.Config)),
-		pid:         int32(os.Getpid()),
-		loadRules:   opts.LoadRules,
-		group:       g,
-		notif:       notif,
-		kern:        groupKernel{g},
-		sched:       newSched(opts.Config.MaxPending, perUID(opts.Config), opts.Config.Workers),
-		detections:  newDetectionQueue(),
-		talkSamples: make(chan talkSample, talkSamples),
-		held:        make(chan heldAnswer, maxHeld),
-		stopHeld:    make(chan struct{}),
-		recorder:    opts.Recorder,
-		scans:       make(map[fan.FileID]*job),
-		version:     opts.Version,
-		started:     time.Now(),
+		cfg:        opts.Config,
+		log:        log,
+		notify:     notify,
+		ruleDirs:   opts.RuleDirs,
+		owners:     opts.Owners,
+		excl:       policy.NewExclusions(withVault(opts.Config)),
+		pid:        int32(os.Getpid()),
+		loadRules:  opts.LoadRules,
+		group:      g,
+		notif:      notif,
+		kern:       groupKernel{g},
+		sched:      newSched(opts.Config.MaxPending, perUID(opts.Config), opts.Config.Workers),
+		detections: newDetectionQueue(),
+		held:       make(chan heldAnswer, maxHeld),
+		stopHeld:   make(chan struct{}),
+		recorder:   opts.Recorder,
+		scans:      make(map[fan.FileID]*job),
+		version:    opts.Version,
+		started:    time.Now(),
 	}
 	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
 	d.stats.logDropped = opts.LogDropped

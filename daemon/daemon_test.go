@@ -181,8 +181,10 @@ func TestHandleFastPath(t *testing.T) {
 					t.Errorf("pidfd %d closed %d times, want 1", ev.Pidfd, k.pidfdCloses[ev.Pidfd])
 				}
 			}
-			if len(d.sched.users) != 0 {
-				t.Errorf("scheduler still counts jobs of %d users", len(d.sched.users))
+			for uid, u := range d.sched.users {
+				if u.live != 0 || u.active {
+					t.Errorf("scheduler still counts %d jobs of uid %d (active %v)", u.live, uid, u.active)
+				}
 			}
 		})
 	}

@@ -56,7 +56,8 @@ type sched struct {
 // userQueue is one user's waiting jobs and the count of its live jobs.
 type userQueue struct {
 	uid    uint32
-	jobs   []*job // waiting, oldest first
+	jobs   []*job // waiting, oldest first, from head on
+	head   int
 	finish uint64 // the finish tag of the last job queued
 	live   int    // jobs of this uid alive, against perUID
 	active bool   // in sched.active
@@ -89,6 +90,9 @@ func newSched(maxPending, perUID, workers int) *sched {
 	}
 }
 
+// next is u's oldest job waiting; u must be active.
+func (u *userQueue) next() *job { return u.jobs[u.head] }
+
 // big reports whether j's scan counts as large.
 func big(j *job) bool { return j.info.Stamp.Size >= bigJob }
 
@@ -116,6 +120,11 @@ func (s *sched) admit(uid uint32, now time.Time) bool {
 	return true
 }
 
+// maxIdleUsers bounds the users kept between their jobs (a user's queue
+// is kept so that its next job allocates nothing); past it, idle users
+// are let go.
+const maxIdleUsers = 1024
+
 // leave uncounts a job of uid admitted before, when it is released.
 func (s *sched) leave(uid uint32) {
 	s.mu.Lock()
@@ -125,8 +134,12 @@ func (s *sched) leave(uid uint32) {
 		return
 	}
 	u.live--
-	if u.live <= 0 && len(u.jobs) == 0 && !u.active {
-		delete(s.users, uid)
+	if len(s.users) > maxIdleUsers {
+		for id, u := range s.users {
+			if u.live <= 0 && !u.active {
+				delete(s.users, id)
+			}
+		}
 	}
 }
 
@@ -206,7 +219,7 @@ func (s *sched) pop(waiting func(*job) bool, dropped []*job) (*job, []*job) {
 	for len(s.active) > 0 {
 		best := -1
 		for i, u := range s.active {
-			if (best < 0 || u.jobs[0].vstart < s.active[best].jobs[0].vstart) && s.mayStart(u, u.jobs[0], now) {
+			if (best < 0 || u.next().vstart < s.active[best].next().vstart) && s.mayStart(u, u.next(), now) {
 				best = i
 			}
 		}
@@ -215,19 +228,16 @@ func (s *sched) pop(waiting func(*job) bool, dropped []*job) (*job, []*job) {
 			return nil, dropped
 		}
 		u := s.active[best]
-		j := u.jobs[0]
-		u.jobs[0] = nil
-		u.jobs = u.jobs[1:]
-		if len(u.jobs) == 0 {
-			u.jobs = nil
+		j := u.jobs[u.head]
+		u.jobs[u.head] = nil
+		u.head++
+		if u.head == len(u.jobs) {
+			u.jobs, u.head = u.jobs[:0], 0
 			u.active = false
 			last := len(s.active) - 1
 			s.active[best] = s.active[last]
 			s.active[last] = nil
 			s.active = s.active[:last]
-			if u.live <= 0 {
-				delete(s.users, u.uid)
-			}
 		}
 		s.vtime = j.vstart
 		if waiting(j) {
@@ -276,7 +286,7 @@ func (s *sched) queued() (waiting, late int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, u := range s.active {
-		waiting += len(u.jobs)
+		waiting += len(u.jobs) - u.head
 	}
 	return waiting, len(s.late)
 }

@@ -4,9 +4,13 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/fanguard/fanguard/fan"
+	"github.com/fanguard/fanguard/internal/testutil"
+	"github.com/fanguard/fanguard/policy"
 )
 
 // schedJob is a job of uid for a file of size bytes, named by its fd.
@@ -99,8 +103,10 @@ func TestSchedPerUIDBound(t *testing.T) {
 	s.leave(7)
 	s.leave(7)
 	s.leave(8)
-	if len(s.users) != 0 {
-		t.Errorf("%d users kept with no job alive", len(s.users))
+	for uid, u := range s.users {
+		if u.live != 0 || u.active {
+			t.Errorf("uid %d: %d jobs alive, active %v, with none left", uid, u.live, u.active)
+		}
 	}
 }
 
@@ -169,5 +175,39 @@ func TestSchedKeepsAWorkerFree(t *testing.T) {
 	}
 	if j, _ := s.pop(all, nil); j == nil || j.fd != 3 {
 		t.Errorf("after the large scan ended: got %v, want uid 7's third job", j)
+	}
+}
+
+// BenchmarkQueuedEvent measures the reader's path for an event that needs
+// a scan (stat, cache miss, admission, queue) and a worker taking it off
+// the queue; the scan itself and the answer are left out.
+func BenchmarkQueuedEvent(b *testing.B) {
+	d, _ := testDaemon(&testing.T{}, time.Hour)
+	d.kern = nopKernel{}
+	d.excl = policy.NewExclusions(policy.ProtectConfig{})
+	d.cache = newVerdictCache(100, &d.stats)
+	ev := fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 7, Pidfd: 4}
+	var scratch [4096]byte
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		d.handle(ev, now, scratch[:])
+		<-d.sched.ready
+		j, _ := d.sched.pop(d.stillWaiting, nil)
+		d.sched.finished(j.uid, big(j))
+		d.scansMu.Lock()
+		delete(d.scans, j.info.ID)
+		d.scansMu.Unlock()
+		j.finish(policy.Allow)
+	}
+}
+
+func TestQueuedEventAllocs(t *testing.T) {
+	if testutil.RaceEnabled {
+		t.Skip("the race detector changes escape analysis")
+	}
+	res := testing.Benchmark(BenchmarkQueuedEvent)
+	if a := res.AllocsPerOp(); a != 0 {
+		t.Errorf("an event queued for a scan allocates %d times, want 0", a)
 	}
 }

@@ -124,27 +124,73 @@ type talkSample struct {
 	took time.Duration
 }
 
-// talkSamples bounds the scans waiting to be counted; beyond it, they are
-// not: the talkers are a view for the status, not a record.
+// talkSamples bounds the scans a worker keeps for the talkers between two
+// counts; beyond it, they are not kept: the talkers are a view for the
+// status, not a record.
 const talkSamples = 4096
 
-// countTalkers counts the workers' samples until ctx is done, naming each
-// scan's executable from /proc/<pid>/exe. That read takes no lock the
-// process could hold (the link is read under the task's lock), and runs
-// here, on a goroutine of the talkers' own: were it ever to wait, the
-// samples would be dropped, nothing else held.
+// talkEvery is how often the workers' samples are counted.
+const talkEvery = 250 * time.Millisecond
+
+// talkBuffer is a worker's samples not counted yet. A worker adds to it
+// after each answer, without waking anyone; countTalkers takes them in
+// turn. Safe for concurrent use.
+type talkBuffer struct {
+	mu      sync.Mutex // guards samples
+	samples []talkSample
+}
+
+func (b *talkBuffer) add(s talkSample) {
+	b.mu.Lock()
+	if len(b.samples) < talkSamples {
+		b.samples = append(b.samples, s)
+	}
+	b.mu.Unlock()
+}
+
+// take returns the samples and gives the buffer spare for the next ones.
+func (b *talkBuffer) take(spare []talkSample) []talkSample {
+	b.mu.Lock()
+	s := b.samples
+	b.samples = spare[:0]
+	b.mu.Unlock()
+	return s
+}
+
+// countTalkers counts the workers' samples every talkEvery until ctx is
+// done, naming each scan's executable from /proc/<pid>/exe (once per pid
+// and count). That read takes no lock the process could hold (the link is
+// read under the task's lock), and runs here, on a goroutine of the
+// talkers' own: were it ever to wait, the workers would drop their
+// samples, and nothing else would be held.
 func (d *Daemon) countTalkers(ctx context.Context) {
 	var buf [4096]byte
+	t := time.NewTicker(talkEvery)
+	defer t.Stop()
+	var spare []talkSample
+	exes := make(map[int32]string)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case s := <-d.talkSamples:
-			exe := "(exited)"
-			if p, err := fan.ExePath(s.pid, buf[:]); err == nil {
-				exe = string(p)
-			}
-			d.talkers.add(time.Now(), exe, s.dir, s.took)
+		case <-t.C:
 		}
+		now := time.Now()
+		for _, w := range d.workers {
+			samples := w.talk.take(spare)
+			for _, s := range samples {
+				exe, ok := exes[s.pid]
+				if !ok {
+					exe = "(exited)"
+					if p, err := fan.ExePath(s.pid, buf[:]); err == nil {
+						exe = string(p)
+					}
+					exes[s.pid] = exe
+				}
+				d.talkers.add(now, exe, s.dir, s.took)
+			}
+			spare = samples
+		}
+		clear(exes)
 	}
 }

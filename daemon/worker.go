@@ -35,7 +35,8 @@ type worker struct {
 	scanner  *scanner.Scanner
 	buf      []byte
 	path     [4096]byte
-	dropped  []*job // late jobs the scheduler dropped, to finish
+	dropped  []*job     // late jobs the scheduler dropped, to finish
+	talk     talkBuffer // scans for the talkers, counted by countTalkers
 }
 
 // keptBuffer is the largest read buffer a worker keeps between scans.
@@ -231,10 +232,7 @@ func (w *worker) process(j *job) {
 	if o.scanTime > 0 {
 		// Who makes the daemon work, for the status: the talkers'
 		// goroutine names the executable, if it still can.
-		select {
-		case d.talkSamples <- talkSample{pid: o.pid, dir: filepath.Dir(o.path), took: o.scanTime}:
-		default:
-		}
+		w.talk.add(talkSample{pid: o.pid, dir: filepath.Dir(o.path), took: o.scanTime})
 	}
 	if len(o.matches) == 0 {
 		return
