@@ -114,7 +114,8 @@ type Daemon struct {
 	recordErr    atomic.Pointer[string]
 	filesystems  atomic.Int64 // protected now
 
-	stats Stats
+	stats     Stats
+	talkDrain talkDrain // the talkers' samples counted so far
 	// answers are the reader's fast-path answers not written yet; the
 	// reader's alone.
 	answers answerQueue

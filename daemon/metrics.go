@@ -476,6 +476,7 @@ func (d *Daemon) status() Status {
 }
 
 func (d *Daemon) topTalkers() StatusTalkers {
+	d.drainTalkers()
 	exes, dirs := d.talkers.top(time.Now(), 5)
 	return StatusTalkers{WindowMinutes: talkerMinutes, Executables: exes, Directories: dirs}
 }

@@ -158,39 +158,56 @@ func (b *talkBuffer) take(spare []talkSample) []talkSample {
 }
 
 // countTalkers counts the workers' samples every talkEvery until ctx is
-// done, naming each scan's executable from /proc/<pid>/exe (once per pid
-// and count). That read takes no lock the process could hold (the link is
-// read under the task's lock), and runs here, on a goroutine of the
-// talkers' own: were it ever to wait, the workers would drop their
-// samples, and nothing else would be held.
+// done; the status counts them too before it reads the talkers.
 func (d *Daemon) countTalkers(ctx context.Context) {
-	var buf [4096]byte
 	t := time.NewTicker(talkEvery)
 	defer t.Stop()
-	var spare []talkSample
-	exes := make(map[int32]string)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			d.drainTalkers()
 		}
-		now := time.Now()
-		for _, w := range d.workers {
-			samples := w.talk.take(spare)
-			for _, s := range samples {
-				exe, ok := exes[s.pid]
-				if !ok {
-					exe = "(exited)"
-					if p, err := fan.ExePath(s.pid, buf[:]); err == nil {
-						exe = string(p)
-					}
-					exes[s.pid] = exe
-				}
-				d.talkers.add(now, exe, s.dir, s.took)
-			}
-			spare = samples
-		}
-		clear(exes)
 	}
+}
+
+// talkDrain is what drainTalkers keeps between calls.
+type talkDrain struct {
+	mu    sync.Mutex // guards following; one drain at a time
+	spare []talkSample
+	exes  map[int32]string
+	buf   [4096]byte
+}
+
+// drainTalkers counts the samples the workers took since the last time,
+// naming each scan's executable from /proc/<pid>/exe (once per pid and
+// drain). That read takes no lock the process could hold (the link is
+// read under the task's lock), and is never made on a worker: were it
+// ever to wait, the workers would drop their samples, and nothing else
+// would be held.
+func (d *Daemon) drainTalkers() {
+	t := &d.talkDrain
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.exes == nil {
+		t.exes = make(map[int32]string)
+	}
+	now := time.Now()
+	for _, w := range d.workers {
+		samples := w.talk.take(t.spare)
+		for _, s := range samples {
+			exe, ok := t.exes[s.pid]
+			if !ok {
+				exe = "(exited)"
+				if p, err := fan.ExePath(s.pid, t.buf[:]); err == nil {
+					exe = string(p)
+				}
+				t.exes[s.pid] = exe
+			}
+			d.talkers.add(now, exe, s.dir, s.took)
+		}
+		t.spare = samples
+	}
+	clear(t.exes)
 }
