@@ -195,11 +195,12 @@ func (d *Daemon) writeHeld() {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	in, stop := d.held, d.stopHeld
+	stopped := false
 	for in != nil || len(h) > 0 {
 		var due <-chan time.Time
 		if len(h) > 0 {
 			wait := time.Until(h[0].at)
-			if wait <= 0 || d.stopping.Load() {
+			if wait <= 0 || stopped {
 				a := heap.Pop(&h).(heldAnswer)
 				d.answerEvent(a.ev, a.v, a.read)
 				continue
@@ -216,8 +217,7 @@ func (d *Daemon) writeHeld() {
 			heap.Push(&h, a)
 		case <-due:
 		case <-stop:
-			d.stopping.Store(true)
-			stop = nil
+			stopped, stop = true, nil
 		}
 	}
 }

@@ -85,10 +85,10 @@ type Daemon struct {
 	// stage and on to the recorder, after the answers.
 	detections *detectionQueue
 	recorder   Recorder
-	procReads  procReads                             // the describing stage's reads under openers' /proc
-	unscanned  unscannedCounts                       // opens answered without a scan, per uid
-	exeIDs     atomic.Pointer[map[fan.FileID]string] // exclude_exe, by identity: path by file
-	mounts     mountTrust                            // which mounts' paths exclude_paths may match
+	procReads  procReads                               // the describing stage's reads under openers' /proc
+	unscanned  unscannedCounts                         // opens answered without a scan, per uid
+	exeIDs     atomic.Pointer[map[fan.FileID]struct{}] // exclude_exe, by identity: the files the paths lead to
+	mounts     mountTrust                              // which mounts' paths exclude_paths may match
 	jobs       sync.Pool
 	// inflight counts jobs alive: queued, scanning, waiting for a scan of
 	// the same file, or waiting for their timer. Only the reader
@@ -124,7 +124,6 @@ type Daemon struct {
 	// it write them at once.
 	held     chan heldAnswer
 	stopHeld chan struct{}
-	stopping atomic.Bool
 
 	version string
 	started time.Time
@@ -222,11 +221,12 @@ func New(opts Options) (*Daemon, error) {
 		group:      g,
 		notif:      notif,
 		kern:       groupKernel{g},
-		sched:      newSched(opts.Config.MaxPending, perUID(opts.Config), opts.Config.Workers),
+		sched:      newSched(opts.Config.MaxPending, opts.Config.MaxPendingPerUID, opts.Config.Workers),
 		detections: newDetectionQueue(),
 		held:       make(chan heldAnswer, maxHeld),
 		stopHeld:   make(chan struct{}),
 		recorder:   opts.Recorder,
+		mounts:     trustNoMounts{}, // until Run has a namespace marker
 		scans:      make(map[fan.FileID]*job),
 		version:    opts.Version,
 		started:    time.Now(),
@@ -238,15 +238,6 @@ func New(opts Options) (*Daemon, error) {
 	d.rules.Store(newRuleSet(opts.Rules, 1))
 	d.jobs.New = func() any { return newJob(d) }
 	return d, nil
-}
-
-// perUID is max_pending_per_uid, or max_pending where it is not set (a
-// Config not made by policy.Parse).
-func perUID(cfg policy.Config) int {
-	if cfg.MaxPendingPerUID <= 0 || cfg.MaxPendingPerUID > cfg.MaxPending {
-		return max(1, cfg.MaxPending)
-	}
-	return cfg.MaxPendingPerUID
 }
 
 // withVault returns the protect settings with the quarantine's own files
@@ -480,7 +471,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		d.log.Error("not protecting filesystems mounted in other mount namespaces, and exclude_paths match nothing",
 			zap.Error(err))
-		d.mounts = trustNoMounts{}
 	} else {
 		defer nsm.Close()
 		d.mounts = nsm
@@ -562,10 +552,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if q, ok := d.recorder.(*QuarantineRecorder); ok {
 		background.Go(func() { d.retain(bg, q) })
 	}
-	background.Go(func() { d.countTalkers(bg) })
+	background.Go(func() { every(bg, talkEvery, d.drainTalkers) })
 	background.Go(func() { d.logUnscanned(bg) })
 	if len(d.cfg.Protect.ExcludeExe) > 0 {
-		background.Go(func() { d.watchExeIDs(bg) })
+		background.Go(func() { every(bg, exeIDsRefresh, d.refreshExeIDs) })
 	}
 
 	d.filesystems.Store(int64(len(marker.Marked())))
@@ -630,6 +620,20 @@ const recordDrain = 10 * time.Second
 // recorder: the describing stage waits when it is full.
 const describedQueue = 64
 
+// every calls f every interval until ctx is done.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
 // statusInterval is how often the status line is refreshed.
 const statusInterval = 10 * time.Second
 
@@ -671,7 +675,6 @@ func (d *Daemon) reportForeignMark(m fan.ForeignMount, err error) {
 func (d *Daemon) shutdown(readerErr chan error, heldDone chan struct{}, workers *sync.WaitGroup) error {
 	d.group.Shutdown()
 	err := <-readerErr
-	d.stopping.Store(true)
 	close(d.stopHeld)
 	<-heldDone // the held answers are written
 	if errors.Is(err, os.ErrClosed) {
@@ -727,7 +730,8 @@ func (d *Daemon) read() error {
 		} else if d.answers.n < maxPendingAnswers {
 			n, err = d.group.ReadNow(buf)
 		}
-		d.readerBusy.Store(time.Now().UnixNano())
+		now := time.Now()
+		d.readerBusy.Store(now.UnixNano())
 		if errors.Is(err, fan.ErrEventDenied) {
 			// Not fatal, and no spin: each such read consumes one event.
 			d.kernelDenied(err)
@@ -737,7 +741,6 @@ func (d *Daemon) read() error {
 			d.writeAnswers(d.answers.n) // the group still takes answers after Shutdown
 			return err
 		}
-		now := time.Now()
 		for off := 0; off < n; {
 			ev, size, err := fan.ParseEvent(buf[off:n])
 			if err != nil {
@@ -1053,7 +1056,7 @@ func (d *Daemon) invalidateAll(why string) {
 //   - exclude_exe: the file the opener runs (device and inode of
 //     /proc/<pid>/exe, which cannot block), against the files the
 //     configured paths led to, in the daemon's mount namespace, when last
-//     looked up (watchExeIDs). A program bind-mounted over an excluded one
+//     looked up (refreshExeIDs, every exeIDsRefresh). A program bind-mounted over an excluded one
 //     in a namespace of the opener's is another file.
 //   - exclude_paths: the path of the event fd, but only where the file was
 //     opened through a mount of a trusted namespace (the host's or the
@@ -1067,16 +1070,14 @@ func (d *Daemon) excluded(ev fan.Event, fi fan.FileInfo, uid uint32, scratch []b
 	if e.HasUIDs() && uid != unknownUID && e.UID(uid) {
 		return true
 	}
-	if e.HasExe() {
-		if ids := d.exeIDs.Load(); ids != nil && len(*ids) > 0 {
-			if id, err := fan.ExeID(ev.Pid); err == nil {
-				if _, ok := (*ids)[id]; ok {
-					return true
-				}
+	if ids := d.exeIDs.Load(); len(*ids) > 0 {
+		if id, err := fan.ExeID(ev.Pid); err == nil {
+			if _, ok := (*ids)[id]; ok {
+				return true
 			}
 		}
 	}
-	if e.HasPaths() && d.trustedMount(fi.MountID) {
+	if e.HasPaths() && d.mounts.Trusted(fi.MountID) {
 		if p, err := fan.FdPath(ev.Fd, scratch); err == nil && e.Path(p) {
 			return true
 		}
@@ -1097,45 +1098,19 @@ type trustNoMounts struct{}
 
 func (trustNoMounts) Trusted(uint64) bool { return false }
 
-// trustedMount reports whether a file opened through mount id (a unique
-// mount id) was opened through a mount of the host's or the daemon's own
-// mount namespace, so that its path is one an administrator can have
-// named.
-func (d *Daemon) trustedMount(id uint64) bool {
-	if d.mounts == nil {
-		return false
-	}
-	return d.mounts.Trusted(id)
-}
-
 // exeIDsRefresh is how often the exclude_exe paths are looked up again: a
 // package upgrade replaces a program by a new file.
 const exeIDsRefresh = 10 * time.Second
-
-// watchExeIDs looks the exclude_exe paths up again every exeIDsRefresh
-// until ctx is done.
-func (d *Daemon) watchExeIDs(ctx context.Context) {
-	t := time.NewTicker(exeIDsRefresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.refreshExeIDs()
-		}
-	}
-}
 
 // refreshExeIDs looks up the files the exclude_exe paths lead to now. A
 // path that leads nowhere excludes nothing until it does. Between an
 // upgrade of an excluded program and the next look up, the new program is
 // scanned: the safe side.
 func (d *Daemon) refreshExeIDs() {
-	ids := make(map[fan.FileID]string, len(d.cfg.Protect.ExcludeExe))
+	ids := make(map[fan.FileID]struct{}, len(d.cfg.Protect.ExcludeExe))
 	for _, p := range d.cfg.Protect.ExcludeExe {
 		if id, err := fan.PathID(p); err == nil {
-			ids[id] = p
+			ids[id] = struct{}{}
 		}
 	}
 	d.exeIDs.Store(&ids)

@@ -104,7 +104,9 @@ func testDaemon(t *testing.T, budget time.Duration) (*Daemon, *fakeKernel) {
 	cfg.Budget = budget
 	cfg.OnTimeout = policy.Allow
 	d := &Daemon{cfg: cfg, kern: k, log: zap.NewNop(), scans: map[fan.FileID]*job{},
-		sched: newSched(cfg.MaxPending, cfg.MaxPendingPerUID, cfg.Workers), detections: newDetectionQueue()}
+		sched: newSched(cfg.MaxPending, cfg.MaxPendingPerUID, cfg.Workers), detections: newDetectionQueue(),
+		mounts: trustNoMounts{}}
+	d.exeIDs.Store(&map[fan.FileID]struct{}{})
 	d.rules.Store(newRuleSet(nil, 1))
 	d.jobs.New = func() any { return newJob(d) }
 	return d, k

@@ -285,6 +285,7 @@ func (d *Daemon) logDetection(det *Detection, id int64) {
 			zap.String("exe", det.Exe),
 			zap.Int64("uid", det.UID),
 			zap.Bool("opener_exited", det.OpenerExited),
+			zap.Bool("opener_unread", det.OpenerUnread),
 			zap.Stringer("verdict", det.Verdict),
 			zap.Stringer("answered", det.Answered),
 			zap.Bool("late", det.Late),

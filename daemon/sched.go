@@ -80,7 +80,12 @@ const bigJob = 1 << 20
 // worker to be kept free of one user's large files.
 const reserveWindow = time.Second
 
+// newSched returns a scheduler for maxPending jobs, perUID of them per
+// uid (max_pending where perUID is not in 1..maxPending), and workers.
 func newSched(maxPending, perUID, workers int) *sched {
+	if perUID < 1 || perUID > maxPending {
+		perUID = max(1, maxPending)
+	}
 	return &sched{
 		ready:   make(chan struct{}, maxPending+maxLateJobs),
 		users:   make(map[uint32]*userQueue),

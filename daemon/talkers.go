@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"cmp"
-	"context"
 	"slices"
 	"sync"
 	"time"
@@ -13,7 +12,7 @@ import (
 // talkers counts, per executable and per directory, the scans and the scan
 // time of the last few minutes: the first question during a slow build is
 // which process makes the daemon work. Fed by the workers after their
-// answer, through countTalkers; read by the status. Safe for concurrent
+// answer, through drainTalkers; read by the status. Safe for concurrent
 // use.
 type talkers struct {
 	mu    sync.Mutex // guards slots
@@ -133,8 +132,9 @@ const talkSamples = 4096
 const talkEvery = 250 * time.Millisecond
 
 // talkBuffer is a worker's samples not counted yet. A worker adds to it
-// after each answer, without waking anyone; countTalkers takes them in
-// turn. Safe for concurrent use.
+// after each answer, without waking anyone; drainTalkers takes them in
+// turn (every talkEvery, and before the status reads the talkers). Safe
+// for concurrent use.
 type talkBuffer struct {
 	mu      sync.Mutex // guards samples
 	samples []talkSample
@@ -155,21 +155,6 @@ func (b *talkBuffer) take(spare []talkSample) []talkSample {
 	b.samples = spare[:0]
 	b.mu.Unlock()
 	return s
-}
-
-// countTalkers counts the workers' samples every talkEvery until ctx is
-// done; the status counts them too before it reads the talkers.
-func (d *Daemon) countTalkers(ctx context.Context) {
-	t := time.NewTicker(talkEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.drainTalkers()
-		}
-	}
 }
 
 // talkDrain is what drainTalkers keeps between calls.

@@ -36,7 +36,7 @@ type worker struct {
 	buf      []byte
 	path     [4096]byte
 	dropped  []*job     // late jobs the scheduler dropped, to finish
-	talk     talkBuffer // scans for the talkers, counted by countTalkers
+	talk     talkBuffer // scans for the talkers, counted by drainTalkers
 }
 
 // keptBuffer is the largest read buffer a worker keeps between scans.

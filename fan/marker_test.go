@@ -3,6 +3,7 @@ package fan
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -469,20 +470,7 @@ func TestMarkerRun(t *testing.T) {
 		t.Errorf("Marked (-want +got):\n%s", diff)
 	}
 
-	if err := m.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	select {
-	case err := <-ran:
-		if err != nil {
-			t.Errorf("Run after Close = %v, want nil", err)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("Run still running 1 s after Close")
-	}
-	if err := m.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
+	closeStopsRun(t, m, ran)
 	_, reports := rec.take()
 	for _, r := range reports {
 		if !strings.HasSuffix(r, ": <nil>") {
@@ -561,5 +549,25 @@ func expectMarks(t *testing.T, marks <-chan string, want ...string) {
 		case <-time.After(time.Second):
 			t.Fatalf("Mark(%s) not called within 1 s", w)
 		}
+	}
+}
+
+// closeStopsRun closes m, whose Run sends its result on ran: Run must
+// return nil within a second, and a second Close must return nil too.
+func closeStopsRun(t *testing.T, m io.Closer, ran <-chan error) {
+	t.Helper()
+	if err := m.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Errorf("Run after Close = %v, want nil", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Run still running 1 s after Close")
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }

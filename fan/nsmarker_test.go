@@ -798,20 +798,7 @@ echo mounted`, dir)
 	}
 	m.syncMu.Unlock()
 
-	if err := m.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	select {
-	case err := <-ran:
-		if err != nil {
-			t.Errorf("Run after Close = %v, want nil", err)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("Run still running 1 s after Close")
-	}
-	if err := m.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
+	closeStopsRun(t, m, ran)
 	if err := m.Sync(); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Sync after Close = %v, want os.ErrClosed", err)
 	}

@@ -3,8 +3,9 @@ package policy
 import "path/filepath"
 
 // Exclusions answers, on the event path, whether an open is left unscanned
-// because of [protect] exclude_paths, exclude_exe or exclude_uids. Its
-// methods allocate nothing.
+// because of [protect] exclude_paths or exclude_uids. Its methods allocate
+// nothing. exclude_exe is matched by the file a program runs from, not by
+// a name: that takes the kernel, and is the daemon's.
 //
 // An Exclusions is read-only after NewExclusions returns it, so it is safe
 // for concurrent use. A nil *Exclusions excludes nothing.
@@ -13,17 +14,15 @@ type Exclusions struct {
 	root   bool                // exclude_paths holds "/": every path matches
 	minLen int                 // shortest entry in paths
 	maxLen int                 // longest entry in paths
-	exe    map[string]struct{}
 	uids   map[uint32]struct{}
 }
 
-// NewExclusions returns the exclusions of p. It uses ExcludePaths,
-// ExcludeExe and ExcludeUIDs; paths are cleaned with filepath.Clean as
+// NewExclusions returns the exclusions of p. It uses ExcludePaths and
+// ExcludeUIDs; paths are cleaned with filepath.Clean as
 // Parse does, so a ProtectConfig from Parse is used as is.
 func NewExclusions(p ProtectConfig) *Exclusions {
 	e := &Exclusions{
 		paths: make(map[string]struct{}, len(p.ExcludePaths)),
-		exe:   make(map[string]struct{}, len(p.ExcludeExe)),
 		uids:  make(map[uint32]struct{}, len(p.ExcludeUIDs)),
 	}
 	for _, s := range p.ExcludePaths {
@@ -38,9 +37,6 @@ func NewExclusions(p ProtectConfig) *Exclusions {
 		e.maxLen = max(e.maxLen, len(s))
 		e.paths[s] = struct{}{}
 	}
-	for _, s := range p.ExcludeExe {
-		e.exe[filepath.Clean(s)] = struct{}{}
-	}
 	for _, u := range p.ExcludeUIDs {
 		e.uids[u] = struct{}{}
 	}
@@ -50,10 +46,6 @@ func NewExclusions(p ProtectConfig) *Exclusions {
 // HasPaths reports whether any path is excluded, so that the caller can
 // skip resolving the path of an event's file.
 func (e *Exclusions) HasPaths() bool { return e != nil && (e.root || len(e.paths) > 0) }
-
-// HasExe reports whether any executable is excluded, so that the caller can
-// skip reading /proc/<pid>/exe.
-func (e *Exclusions) HasExe() bool { return e != nil && len(e.exe) > 0 }
 
 // HasUIDs reports whether any uid is excluded, so that the caller can skip
 // reading /proc/<pid>/status.
@@ -89,16 +81,6 @@ func (e *Exclusions) Path(p []byte) bool {
 		return ok
 	}
 	return false
-}
-
-// Exe reports whether p, an executable's path as /proc/<pid>/exe gives it,
-// equals an exclude_exe entry.
-func (e *Exclusions) Exe(p []byte) bool {
-	if e == nil || len(e.exe) == 0 {
-		return false
-	}
-	_, ok := e.exe[string(p)]
-	return ok
 }
 
 // UID reports whether uid is in exclude_uids.

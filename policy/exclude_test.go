@@ -44,30 +44,6 @@ func TestExclusionsPath(t *testing.T) {
 	}
 }
 
-func TestExclusionsExe(t *testing.T) {
-	e := NewExclusions(ProtectConfig{ExcludeExe: []string{"/usr/bin/rsync", "/opt/backup/bin/agent"}})
-	for _, tt := range []struct {
-		path string
-		want bool
-	}{
-		{"/usr/bin/rsync", true},
-		{"/opt/backup/bin/agent", true},
-		{"/usr/bin/rsync2", false},
-		{"/usr/bin", false},
-		{"/usr/bin/rsync (deleted)", false},
-		{"", false},
-	} {
-		t.Run(tt.path, func(t *testing.T) {
-			if got := e.Exe([]byte(tt.path)); got != tt.want {
-				t.Errorf("Exe(%q) = %v, want %v", tt.path, got, tt.want)
-			}
-		})
-	}
-	if !e.HasExe() {
-		t.Error("HasExe() = false with two entries")
-	}
-}
-
 func TestExclusionsUID(t *testing.T) {
 	e := NewExclusions(ProtectConfig{ExcludeUIDs: []uint32{0, 990, 4294967295}})
 	for _, tt := range []struct {
@@ -97,10 +73,10 @@ func TestExclusionsEmpty(t *testing.T) {
 		"protect": NewExclusions(ProtectConfig{Paths: []string{"/"}, FSTypes: []string{"ext4"}}),
 	} {
 		t.Run(name, func(t *testing.T) {
-			if e.HasPaths() || e.HasExe() || e.HasUIDs() {
-				t.Errorf("Has* = %v, %v, %v; want all false", e.HasPaths(), e.HasExe(), e.HasUIDs())
+			if e.HasPaths() || e.HasUIDs() {
+				t.Errorf("Has* = %v, %v; want both false", e.HasPaths(), e.HasUIDs())
 			}
-			if e.Path([]byte("/etc/passwd")) || e.Exe([]byte("/usr/bin/rsync")) || e.UID(0) {
+			if e.Path([]byte("/etc/passwd")) || e.UID(0) {
 				t.Error("an empty Exclusions excludes something")
 			}
 		})
@@ -110,14 +86,13 @@ func TestExclusionsEmpty(t *testing.T) {
 func TestExclusionsConcurrent(t *testing.T) {
 	e := NewExclusions(ProtectConfig{
 		ExcludePaths: []string{"/var/lib/docker"},
-		ExcludeExe:   []string{"/usr/bin/rsync"},
 		ExcludeUIDs:  []uint32{990},
 	})
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
 			for range 1000 {
-				if !e.Path([]byte("/var/lib/docker/x")) || !e.Exe([]byte("/usr/bin/rsync")) || !e.UID(990) {
+				if !e.Path([]byte("/var/lib/docker/x")) || !e.UID(990) {
 					t.Error("lookup failed")
 					return
 				}
@@ -130,7 +105,6 @@ func TestExclusionsConcurrent(t *testing.T) {
 func newBenchExclusions() *Exclusions {
 	return NewExclusions(ProtectConfig{
 		ExcludePaths: []string{"/var/lib/docker", "/var/cache/fscache", "/home/build/.cache", "/srv/backup"},
-		ExcludeExe:   []string{"/usr/bin/rsync", "/usr/lib/backup/agent"},
 		ExcludeUIDs:  []uint32{990, 991},
 	})
 }
@@ -139,13 +113,10 @@ func TestExclusionsDoNotAllocate(t *testing.T) {
 	e := newBenchExclusions()
 	hit := []byte("/var/lib/docker/overlay2/3f2a/diff/usr/bin/sh")
 	miss := []byte("/home/user/projects/fanguard/policy/exclude.go")
-	exe := []byte("/usr/bin/rsync")
 	allocs := testing.AllocsPerRun(1000, func() {
-		_ = e.HasPaths() && e.HasExe() && e.HasUIDs()
+		_ = e.HasPaths() && e.HasUIDs()
 		_ = e.Path(hit)
 		_ = e.Path(miss)
-		_ = e.Exe(exe)
-		_ = e.Exe(miss)
 		_ = e.UID(990)
 		_ = e.UID(1000)
 	})
@@ -158,16 +129,12 @@ func BenchmarkExclusions(b *testing.B) {
 	e := newBenchExclusions()
 	hit := []byte("/var/lib/docker/overlay2/3f2a/diff/usr/bin/sh")
 	miss := []byte("/home/user/projects/fanguard/policy/exclude.go")
-	exeHit := []byte("/usr/bin/rsync")
-	exeMiss := []byte("/usr/bin/python3.12")
 	for _, bb := range []struct {
 		name string
 		f    func() bool
 	}{
 		{"Path/hit", func() bool { return e.Path(hit) }},
 		{"Path/miss", func() bool { return e.Path(miss) }},
-		{"Exe/hit", func() bool { return e.Exe(exeHit) }},
-		{"Exe/miss", func() bool { return e.Exe(exeMiss) }},
 		{"UID/hit", func() bool { return e.UID(990) }},
 		{"UID/miss", func() bool { return e.UID(1000) }},
 	} {
