@@ -220,7 +220,7 @@ func New(opts Options) (*Daemon, error) {
 		loadRules:  opts.LoadRules,
 		group:      g,
 		notif:      notif,
-		kern:       groupKernel{g},
+		kern:       groupKernel{Group: g, stater: new(fan.Stater)},
 		sched:      newSched(opts.Config.MaxPending, opts.Config.MaxPendingPerUID, opts.Config.Workers),
 		detections: newDetectionQueue(),
 		held:       make(chan heldAnswer, maxHeld),
@@ -266,10 +266,15 @@ type kernel interface {
 	OpenerUID(pidfd int32) (uint32, error)
 }
 
-type groupKernel struct{ *fan.Group }
+// groupKernel is the kernel of a running daemon: its permission group,
+// and a Stater that learns which filesystems have no generations.
+type groupKernel struct {
+	*fan.Group
+	stater *fan.Stater
+}
 
 func (groupKernel) CloseFd(fd int32) error                { return fan.CloseFd(fd) }
-func (groupKernel) Stat(fd int32) (fan.FileInfo, error)   { return fan.StatFd(fd) }
+func (k groupKernel) Stat(fd int32) (fan.FileInfo, error) { return k.stater.Stat(fd) }
 func (groupKernel) OpenerUID(pidfd int32) (uint32, error) { return fan.PidfdUID(pidfd) }
 
 // Stats returns the daemon's counters.

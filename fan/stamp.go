@@ -2,6 +2,7 @@ package fan
 
 import (
 	"fmt"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -53,8 +54,96 @@ const statxMask = unix.STATX_TYPE | unix.STATX_MODE | unix.STATX_UID | unix.STAT
 	unix.STATX_SIZE | unix.STATX_CTIME | unix.STATX_MTIME | unix.STATX_MNT_ID_UNIQUE
 
 // StatFd stats the file behind fd: its identity and change stamp. It makes
-// one statx and, for regular files, one ioctl, and allocates nothing.
+// one statx and, for regular files, one FS_IOC_GETVERSION ioctl, and
+// allocates nothing. On the event path, use a Stater, which asks each
+// filesystem for generations only until it learns that it has none.
 func StatFd(fd int32) (FileInfo, error) {
+	fi, err := statx(fd)
+	if err == nil && fi.IsRegular() {
+		fi.Stamp.Gen, _ = getVersion(fd)
+	}
+	return fi, err
+}
+
+// Stater is StatFd for the event path: it learns, once per mount (by its
+// unique id, or by device where the kernel gives none), which filesystems
+// refuse FS_IOC_GETVERSION (tmpfs and most but ext2/3/4, btrfs and a few
+// others), and asks those no more; a filesystem that answers, or fails for
+// another reason, is asked every time. It allocates nothing and takes no
+// lock. The zero value is ready; a Stater is safe for concurrent use.
+type Stater struct {
+	// noGen is an open-addressing set of the mounts (key+1, 0 is free)
+	// whose filesystems refuse the ioctl; when it is full, nothing more
+	// is learned and the others are asked every time.
+	noGen [noGenSlots]atomic.Uint64
+	// getVersion is the ioctl, or a fake in tests.
+	getVersion func(fd int32) (uint32, unix.Errno)
+}
+
+// noGenSlots bounds the mounts a Stater remembers (2 KiB): one per
+// mounted filesystem that refuses, bind mounts and containers' included.
+const noGenSlots = 256
+
+// Stat stats the file behind fd as StatFd does.
+func (s *Stater) Stat(fd int32) (FileInfo, error) {
+	fi, err := statx(fd)
+	if err != nil || !fi.IsRegular() {
+		return fi, err
+	}
+	key := fi.MountID
+	if key == 0 {
+		key = fi.ID.Dev | 1<<63 // no mount id: the device, apart from ids
+	}
+	if s.refuses(key) {
+		return fi, nil
+	}
+	get := s.getVersion
+	if get == nil {
+		get = getVersion
+	}
+	gen, e := get(fd)
+	switch e {
+	case 0:
+		fi.Stamp.Gen = gen
+	case unix.ENOTTY, unix.EINVAL, unix.EOPNOTSUPP:
+		// The filesystem has no such ioctl (ENOTTY, from the VFS) or
+		// does not keep generations: an answer about it, not about
+		// this file. Other errors (EIO, EINTR...) may pass.
+		s.learn(key)
+	}
+	return fi, nil
+}
+
+func noGenSlot(key uint64) uint64 { return (key * 0x9E3779B97F4A7C15) >> 56 } // Fibonacci hashing, 8 bits
+
+// refuses reports whether the filesystem of mount key is known to refuse.
+func (s *Stater) refuses(key uint64) bool {
+	for i, n := noGenSlot(key), 0; n < noGenSlots; i, n = (i+1)%noGenSlots, n+1 {
+		switch s.noGen[i].Load() {
+		case key + 1:
+			return true
+		case 0:
+			return false
+		}
+	}
+	return false
+}
+
+// learn adds mount key to the refusing ones, unless the set is full.
+func (s *Stater) learn(key uint64) {
+	for i, n := noGenSlot(key), 0; n < noGenSlots; i, n = (i+1)%noGenSlots, n+1 {
+		v := s.noGen[i].Load()
+		if v == 0 && s.noGen[i].CompareAndSwap(0, key+1) {
+			return
+		}
+		if v == key+1 || s.noGen[i].Load() == key+1 {
+			return // learned by another goroutine meanwhile
+		}
+	}
+}
+
+// statx stats the file behind fd, all but its generation.
+func statx(fd int32) (FileInfo, error) {
 	var stx unix.Statx_t
 	_, _, e := unix.Syscall6(unix.SYS_STATX, uintptr(fd), uintptr(unsafe.Pointer(&emptyPath[0])),
 		uintptr(unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT), statxMask, uintptr(unsafe.Pointer(&stx)), 0)
@@ -75,12 +164,16 @@ func StatFd(fd int32) (FileInfo, error) {
 	if stx.Mask&unix.STATX_MNT_ID_UNIQUE != 0 {
 		fi.MountID = stx.Mnt_id
 	}
-	if fi.IsRegular() {
-		var gen uint64 // room for a long; the kernel writes an int (the low half here)
-		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocGetversion, uintptr(unsafe.Pointer(&gen)))
-		if e == 0 {
-			fi.Stamp.Gen = uint32(gen)
-		}
-	}
 	return fi, nil
+}
+
+// getVersion asks the filesystem of fd for the file's generation
+// (FS_IOC_GETVERSION).
+func getVersion(fd int32) (uint32, unix.Errno) {
+	var gen uint64 // room for a long; the kernel writes an int (the low half here)
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocGetversion, uintptr(unsafe.Pointer(&gen)))
+	if e != 0 {
+		return 0, e
+	}
+	return uint32(gen), 0
 }
