@@ -746,21 +746,29 @@ func (d *Daemon) read() error {
 			d.writeAnswers(d.answers.n) // the group still takes answers after Shutdown
 			return err
 		}
-		for off := 0; off < n; {
-			ev, size, err := fan.ParseEvent(buf[off:n])
-			if err != nil {
-				// The records after this one cannot be found. Returning
-				// makes Run close the group, which allows every event this
-				// process holds: fail open rather than hang.
-				d.stats.ParseErrors.Add(1)
-				d.writeAnswers(d.answers.n)
-				return fmt.Errorf("parsing events: %w", err)
-			}
-			off += size
-			d.handle(ev, now, scratch[:])
+		if err := d.handleBatch(buf[:n], now, scratch[:]); err != nil {
+			d.writeAnswers(d.answers.n)
+			return err
 		}
 		d.writeAnswers(answerChunk)
 	}
+}
+
+// handleBatch runs the fast path over the records of one read.
+func (d *Daemon) handleBatch(buf []byte, now time.Time, scratch []byte) error {
+	for off := 0; off < len(buf); {
+		ev, size, err := fan.ParseEvent(buf[off:])
+		if err != nil {
+			// The records after this one cannot be found. Returning
+			// makes Run close the group, which allows every event this
+			// process holds: fail open rather than hang.
+			d.stats.ParseErrors.Add(1)
+			return fmt.Errorf("parsing events: %w", err)
+		}
+		off += size
+		d.handle(ev, now, scratch)
+	}
+	return nil
 }
 
 // handle is the fast path for one event: it decides at once what needs no
