@@ -680,6 +680,13 @@ func (d *Daemon) reportForeignMark(m fan.ForeignMount, err error) {
 func (d *Daemon) shutdown(readerErr chan error, heldDone chan struct{}, workers *sync.WaitGroup) error {
 	d.group.Shutdown()
 	err := <-readerErr
+	if errors.Is(err, fan.ErrMalformed) {
+		// Events the reader could not find wait in its last read: only
+		// closing the group answers them (allow), and within their
+		// budget it must be now. The workers' answers fail from here on;
+		// the kernel has allowed their events.
+		d.group.Close()
+	}
 	close(d.stopHeld)
 	<-heldDone // the held answers are written
 	if errors.Is(err, os.ErrClosed) {
@@ -754,21 +761,52 @@ func (d *Daemon) read() error {
 	}
 }
 
-// handleBatch runs the fast path over the records of one read.
+// handleBatch runs the fast path over the records of one read. A
+// malformed record that can still be delimited is answered with
+// on_error and skipped; the records after it go on as usual. It returns
+// an error wrapping fan.ErrMalformed only when a record cannot be
+// delimited: the events in the rest of buf then cannot be found, and
+// only closing the group answers them (see shutdown). A read never
+// splits a record, so the next read would be in step again, but those
+// events would wait for ever.
 func (d *Daemon) handleBatch(buf []byte, now time.Time, scratch []byte) error {
 	for off := 0; off < len(buf); {
 		ev, size, err := fan.ParseEvent(buf[off:])
 		if err != nil {
-			// The records after this one cannot be found. Returning
-			// makes Run close the group, which allows every event this
-			// process holds: fail open rather than hang.
 			d.stats.ParseErrors.Add(1)
-			return fmt.Errorf("parsing events: %w", err)
+			if size == 0 {
+				return fmt.Errorf("parsing events at byte %d of %d: %w", off, len(buf), err)
+			}
+			d.malformed(ev, now, err)
+		} else {
+			d.handle(ev, now, scratch)
 		}
 		off += size
-		d.handle(ev, now, scratch)
 	}
 	return nil
+}
+
+// malformed answers a record whose event_len delimits it but whose other
+// fields are wrong (fan.ParseEvent): a permission event gets on_error,
+// as any open whose file the daemon cannot judge, at once; its fds are
+// closed. A pidfd in an info record it could not read stays open: it
+// cannot be found.
+func (d *Daemon) malformed(ev fan.Event, now time.Time, err error) {
+	switch {
+	case ev.Fd >= 0 && ev.IsPermission():
+		d.stats.Events.Add(1)
+		d.stats.Errors.Add(1)
+		d.answerEvent(ev, d.cfg.OnError, now)
+	case ev.Fd >= 0:
+		d.kern.CloseFd(ev.Fd)
+		d.closePidfd(ev.Pidfd)
+	default:
+		d.closePidfd(ev.Pidfd)
+	}
+	if c := d.stats.ParseErrors.Load(); c&(c-1) == 0 {
+		d.log.Error("malformed fanotify event record, answered with on_error and skipped",
+			zap.Uint64("count", c), zap.Stringer("verdict", d.cfg.OnError), zap.Error(err))
+	}
 }
 
 // handle is the fast path for one event: it decides at once what needs no

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/binary"
+	"errors"
 	"testing"
 	"time"
 
@@ -67,4 +68,133 @@ func TestReaderCacheHitAllocs(t *testing.T) {
 	if a := testing.Benchmark(BenchmarkReaderCacheHit).AllocsPerOp(); a != 0 {
 		t.Errorf("the reader allocates %d times per read of cache hits, want 0", a)
 	}
+}
+
+// malformedRecord is record with its first info record's length set to
+// zero: delimited by event_len, but not parseable.
+func malformedRecord(fd, pid int32) []byte {
+	b := record(unix.FAN_OPEN_PERM, fd, pid, 300+fd)
+	binary.NativeEndian.PutUint16(b[fan.MetadataSize+2:], 0)
+	return b
+}
+
+// TestReaderMalformedRecords: a read holding malformed records among
+// good ones. Every record that can be delimited is answered (a malformed
+// permission event with on_error) and closed, once; a record that cannot
+// be delimited ends the read with fan.ErrMalformed after the records
+// before it were answered.
+func TestReaderMalformedRecords(t *testing.T) {
+	badLen := func(b []byte) []byte { binary.NativeEndian.PutUint32(b, uint32(len(b)+100)); return b }
+	badVersion := func(b []byte) []byte { b[4]++; return b }
+	tests := []struct {
+		name       string
+		records    [][]byte
+		wantAnswer map[int32]bool // fd → allowed
+		wantErrors uint64
+		wantFatal  bool
+	}{
+		{name: "malformed between good ones",
+			records:    [][]byte{record(unix.FAN_OPEN_PERM, 10, 7, 110), malformedRecord(11, 7), record(unix.FAN_OPEN_PERM, 12, 7, 112), malformedRecord(13, 7)},
+			wantAnswer: map[int32]bool{10: true, 11: false, 12: true, 13: false}, wantErrors: 2},
+		{name: "malformed notification: closed, no answer",
+			records:    [][]byte{func() []byte { b := malformedRecord(14, 7); binary.NativeEndian.PutUint64(b[8:], unix.FAN_CLOSE_WRITE); return b }(), record(unix.FAN_OPEN_PERM, 15, 7, 115)},
+			wantAnswer: map[int32]bool{15: true}, wantErrors: 1},
+		{name: "event_len past the read: fatal after the records before it",
+			records:    [][]byte{record(unix.FAN_OPEN_PERM, 16, 7, 116), badLen(record(unix.FAN_OPEN_PERM, 17, 7, 117)), record(unix.FAN_OPEN_PERM, 18, 7, 118)},
+			wantAnswer: map[int32]bool{16: true}, wantErrors: 1, wantFatal: true},
+		{name: "unknown version: fatal",
+			records:    [][]byte{malformedRecord(19, 7), badVersion(record(unix.FAN_OPEN_PERM, 20, 7, 120))},
+			wantAnswer: map[int32]bool{19: false}, wantErrors: 2, wantFatal: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, k := testDaemon(t, time.Hour)
+			d.cfg.OnError = policy.Deny
+			d.excl = policy.NewExclusions(policy.ProtectConfig{})
+			d.cache = newVerdictCache(1000, &d.stats)
+			var buf []byte
+			for _, r := range tt.records {
+				buf = append(buf, r...)
+			}
+			for fd := range int32(40) {
+				k.files[fd] = fan.FileInfo{ID: fan.FileID{Dev: 1, Ino: 1}, Stamp: fan.Stamp{CtimeNs: 1, Size: 10}, Mode: unix.S_IFREG | 0o644}
+				k.uids[100+fd] = 1000
+				k.uids[300+fd] = 1000
+				k.notification[fd] = true
+			}
+			for fd := range tt.wantAnswer {
+				delete(k.notification, fd)
+			}
+			d.cache.store(cacheEntry{id: fan.FileID{Dev: 1, Ino: 1}, stamp: fan.Stamp{CtimeNs: 1, Size: 10}, gen: 1, verdict: policy.Allow})
+			var scratch [4096]byte
+			err := d.handleBatch(buf, time.Now(), scratch[:])
+			d.writeAnswers(d.answers.n)
+			if fatal := errors.Is(err, fan.ErrMalformed); fatal != tt.wantFatal {
+				t.Errorf("handleBatch: %v, want fatal %v", err, tt.wantFatal)
+			}
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			for fd, allow := range tt.wantAnswer {
+				if k.answers[fd] != 1 || k.allowed[fd] != allow || k.closes[fd] != 1 {
+					t.Errorf("fd %d: answered %d times, allowed %v, closed %d times; want once, %v, once",
+						fd, k.answers[fd], k.allowed[fd], k.closes[fd], allow)
+				}
+			}
+			if len(k.answers) != len(tt.wantAnswer) {
+				t.Errorf("answers %v, want %v", k.answers, tt.wantAnswer)
+			}
+			if got := d.stats.ParseErrors.Load(); got != tt.wantErrors {
+				t.Errorf("parse errors %d, want %d", got, tt.wantErrors)
+			}
+		})
+	}
+}
+
+// countingKernel answers every stat with the file of the zero FileID and
+// counts answers and closes.
+type countingKernel struct {
+	nopKernel
+	answers, closes int
+}
+
+func (k *countingKernel) Respond(int32, bool) error { k.answers++; return nil }
+func (k *countingKernel) CloseFd(int32) error       { k.closes++; return nil }
+
+// FuzzReaderBatch runs arbitrary reads through the reader's path: it
+// must not panic, must answer exactly the permission events with an fd
+// among the records that can be delimited, and must fail only when one
+// cannot be.
+func FuzzReaderBatch(f *testing.F) {
+	f.Add(record(unix.FAN_OPEN_PERM, 5, 7, 8))
+	f.Add(append(malformedRecord(5, 7), record(unix.FAN_OPEN_PERM, 6, 7, fan.NoPidfd)...))
+	f.Add(append(record(unix.FAN_CLOSE_WRITE, 5, 7, 8), record(unix.FAN_Q_OVERFLOW, fan.NoFd, 0, fan.NoPidfd)...))
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		d, _ := testDaemon(t, time.Hour)
+		k := &countingKernel{}
+		d.kern = k
+		d.excl = policy.NewExclusions(policy.ProtectConfig{})
+		d.cache = newVerdictCache(10, &d.stats) // every file is cached: answered at once
+		d.cache.store(cacheEntry{gen: 1, verdict: policy.Allow})
+		want, fatal := 0, false
+		for off := 0; off < len(buf); {
+			ev, n, err := fan.ParseEvent(buf[off:])
+			if n == 0 {
+				fatal = err != nil
+				break
+			}
+			if ev.Fd >= 0 && ev.IsPermission() {
+				want++
+			}
+			off += n
+		}
+		var scratch [4096]byte
+		err := d.handleBatch(buf, time.Now(), scratch[:])
+		d.writeAnswers(d.answers.n)
+		if (err != nil) != fatal || err != nil && !errors.Is(err, fan.ErrMalformed) {
+			t.Fatalf("handleBatch: %v, want fatal %v", err, fatal)
+		}
+		if k.answers != want {
+			t.Fatalf("%d answers, want %d", k.answers, want)
+		}
+	})
 }

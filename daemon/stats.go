@@ -26,7 +26,7 @@ type Stats struct {
 	TimedOut       atomic.Uint64 // answered with on_timeout by the deadline
 	Errors         atomic.Uint64 // answered with on_error: unreadable or unscannable
 	AnswerErrors   atomic.Uint64 // the kernel refused an answer
-	ParseErrors    atomic.Uint64 // malformed event records (fatal)
+	ParseErrors    atomic.Uint64 // malformed event records (answered with on_error and skipped; fatal if not delimited)
 	KernelDenied   atomic.Uint64 // events the kernel denied itself: it could not open an fd for us
 
 	CacheHits        atomic.Uint64 // events answered from the daemon's verdict cache

@@ -39,7 +39,7 @@ const MetadataSize = 24
 const pidfdInfoSize = 8
 
 // ErrMalformed is returned by ParseEvent for a record that the kernel could
-// not have written: the buffer after it cannot be trusted.
+// not have written.
 var ErrMalformed = errors.New("malformed fanotify event record")
 
 // IsPermission reports whether the event waits for an answer.
@@ -61,9 +61,19 @@ func (e Event) PidfdGone() bool {
 // ParseEvent parses the record at the start of buf and returns it with the
 // record's length (event_len), by which the caller advances to the next one.
 // A pidfd info record is read into Event.Pidfd; other info records are
-// skipped. It returns an error wrapping ErrMalformed when the length fields
-// do not fit or the metadata version is not the one this package knows.
-// It does not allocate.
+// skipped. It does not allocate.
+//
+// It returns an error wrapping ErrMalformed when the record does not
+// parse. The length then says what can still be trusted:
+//   - > 0: the record's event_len is sound, so the record is delimited
+//     and the records after it can be found; only its metadata_len or
+//     its info records are wrong. The Event holds the fixed fields of
+//     the metadata (mask, fd, pid) and the pidfd if one was read before
+//     the fault: a permission event must still be answered, and its fds
+//     closed.
+//   - 0: the metadata version is not the one this package knows, or
+//     event_len does not fit in buf: neither this record nor any after
+//     it in buf can be found.
 func ParseEvent(buf []byte) (Event, int, error) {
 	if len(buf) < MetadataSize {
 		return Event{}, 0, fmt.Errorf("%w: %d bytes left, want at least %d", ErrMalformed, len(buf), MetadataSize)
@@ -72,37 +82,39 @@ func ParseEvent(buf []byte) (Event, int, error) {
 	eventLen := le.Uint32(buf[0:4])
 	vers := buf[4]
 	metaLen := le.Uint16(buf[6:8])
+	switch {
+	case vers != unix.FANOTIFY_METADATA_VERSION:
+		return Event{}, 0, fmt.Errorf("%w: version %d, want %d", ErrMalformed, vers, unix.FANOTIFY_METADATA_VERSION)
+	case eventLen < MetadataSize || uint64(eventLen) > uint64(len(buf)):
+		return Event{}, 0, fmt.Errorf("%w: event_len %d with %d bytes left", ErrMalformed, eventLen, len(buf))
+	}
 	ev := Event{
 		Mask:  le.Uint64(buf[8:16]),
 		Fd:    int32(le.Uint32(buf[16:20])),
 		Pid:   int32(le.Uint32(buf[20:24])),
 		Pidfd: NoPidfd,
 	}
-	switch {
-	case vers != unix.FANOTIFY_METADATA_VERSION:
-		return ev, 0, fmt.Errorf("%w: version %d, want %d", ErrMalformed, vers, unix.FANOTIFY_METADATA_VERSION)
-	case eventLen < MetadataSize || uint64(eventLen) > uint64(len(buf)):
-		return ev, 0, fmt.Errorf("%w: event_len %d with %d bytes left", ErrMalformed, eventLen, len(buf))
-	case metaLen < MetadataSize || uint32(metaLen) > eventLen:
-		return ev, 0, fmt.Errorf("%w: metadata_len %d with event_len %d", ErrMalformed, metaLen, eventLen)
+	size := int(eventLen)
+	if metaLen < MetadataSize || uint32(metaLen) > eventLen {
+		return ev, size, fmt.Errorf("%w: metadata_len %d with event_len %d", ErrMalformed, metaLen, eventLen)
 	}
 	// Info records: a header of type (1 byte), padding (1) and length (2,
 	// header included), each within event_len.
 	for info := buf[metaLen:eventLen]; len(info) > 0; {
 		if len(info) < 4 {
-			return ev, 0, fmt.Errorf("%w: %d bytes of info record header", ErrMalformed, len(info))
+			return ev, size, fmt.Errorf("%w: %d bytes of info record header", ErrMalformed, len(info))
 		}
 		n := int(le.Uint16(info[2:4]))
 		if n < 4 || n > len(info) {
-			return ev, 0, fmt.Errorf("%w: info record length %d with %d bytes left", ErrMalformed, n, len(info))
+			return ev, size, fmt.Errorf("%w: info record length %d with %d bytes left", ErrMalformed, n, len(info))
 		}
 		if info[0] == unix.FAN_EVENT_INFO_TYPE_PIDFD {
 			if n != pidfdInfoSize {
-				return ev, 0, fmt.Errorf("%w: pidfd info record of %d bytes", ErrMalformed, n)
+				return ev, size, fmt.Errorf("%w: pidfd info record of %d bytes", ErrMalformed, n)
 			}
 			ev.Pidfd = int32(le.Uint32(info[4:8]))
 		}
 		info = info[n:]
 	}
-	return ev, int(eventLen), nil
+	return ev, size, nil
 }

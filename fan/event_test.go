@@ -62,24 +62,23 @@ func TestParseEvent(t *testing.T) {
 		{"wrong version", bad(func(b []byte) []byte { b[4] = 2; return b }), Event{}, 0, true},
 		{"event_len too small", bad(func(b []byte) []byte { binary.NativeEndian.PutUint32(b, 8); return b }), Event{}, 0, true},
 		{"event_len past buffer", bad(func(b []byte) []byte { binary.NativeEndian.PutUint32(b, 25); return b }), Event{}, 0, true},
-		{"metadata_len too small", bad(func(b []byte) []byte { binary.NativeEndian.PutUint16(b[6:], 4); return b }), Event{}, 0, true},
-		{"metadata_len past event_len", bad(func(b []byte) []byte { binary.NativeEndian.PutUint16(b[6:], 32); return b }), Event{}, 0, true},
-		{"info header cut short", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0}), Event{}, 0, true},
-		{"info length zero", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0, 0, 0}), Event{}, 0, true},
-		{"info length past event", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0, 12, 0, 1, 0, 0, 0}), Event{}, 0, true},
-		{"pidfd record of the wrong size", record(unix.FAN_OPEN_PERM, 5, 7, info(unix.FAN_EVENT_INFO_TYPE_PIDFD, 1, 0, 0, 0, 0, 0, 0, 0)), Event{}, 0, true},
+		{"metadata_len too small: delimited", bad(func(b []byte) []byte { binary.NativeEndian.PutUint16(b[6:], 4); return b }),
+			Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: NoPidfd}, 24, true},
+		{"metadata_len past event_len: delimited", bad(func(b []byte) []byte { binary.NativeEndian.PutUint16(b[6:], 32); return b }),
+			Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: NoPidfd}, 24, true},
+		{"info header cut short: delimited", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0}), Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: NoPidfd}, 26, true},
+		{"info length zero: delimited", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0, 0, 0}), Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: NoPidfd}, 28, true},
+		{"info length past event: delimited", record(unix.FAN_OPEN_PERM, 5, 7, []byte{4, 0, 12, 0, 1, 0, 0, 0}), Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: NoPidfd}, 32, true},
+		{"pidfd record of the wrong size: delimited", record(unix.FAN_OPEN_PERM, 5, 7, info(unix.FAN_EVENT_INFO_TYPE_PIDFD, 1, 0, 0, 0, 0, 0, 0, 0)),
+			Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: NoPidfd}, 36, true},
+		{"pidfd read before a bad record: kept", record(unix.FAN_OPEN_PERM, 5, 7, pidfdInfo(9), []byte{4, 0, 2, 0}),
+			Event{Mask: unix.FAN_OPEN_PERM, Fd: 5, Pid: 7, Pidfd: 9}, 36, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, n, err := ParseEvent(tt.buf)
-			if tt.wantErr {
-				if !errors.Is(err, ErrMalformed) {
-					t.Fatalf("ParseEvent: err = %v, want ErrMalformed", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ParseEvent: %v", err)
+			if tt.wantErr != errors.Is(err, ErrMalformed) || !tt.wantErr && err != nil {
+				t.Fatalf("ParseEvent: err = %v, want ErrMalformed: %v", err, tt.wantErr)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("event (-want +got):\n%s", diff)
@@ -103,9 +102,9 @@ func TestEventKinds(t *testing.T) {
 	}
 }
 
-// FuzzParseEvent walks a buffer record by record as the reader does: it
-// must never panic, never return a length that does not advance or that
-// runs past the buffer.
+// FuzzParseEvent walks a buffer record by record as the reader does,
+// past malformed records it can still delimit: it must never panic, never
+// return a length that does not advance or that runs past the buffer.
 func FuzzParseEvent(f *testing.F) {
 	f.Add(record(unix.FAN_OPEN_PERM, 5, 7))
 	f.Add(append(record(unix.FAN_OPEN_PERM, 5, 7, pidfdInfo(8)), record(unix.FAN_Q_OVERFLOW, NoFd, 0)...))
@@ -114,11 +113,11 @@ func FuzzParseEvent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		for off := 0; off < len(buf); {
 			ev, n, err := ParseEvent(buf[off:])
-			if err != nil {
-				if !errors.Is(err, ErrMalformed) {
-					t.Fatalf("error %v does not wrap ErrMalformed", err)
-				}
-				return
+			if err != nil && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			if err != nil && n == 0 {
+				return // the rest cannot be delimited
 			}
 			if n < MetadataSize || off+n > len(buf) {
 				t.Fatalf("length %d at offset %d of %d", n, off, len(buf))
