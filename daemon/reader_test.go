@@ -97,7 +97,11 @@ func TestReaderMalformedRecords(t *testing.T) {
 			records:    [][]byte{record(unix.FAN_OPEN_PERM, 10, 7, 110), malformedRecord(11, 7), record(unix.FAN_OPEN_PERM, 12, 7, 112), malformedRecord(13, 7)},
 			wantAnswer: map[int32]bool{10: true, 11: false, 12: true, 13: false}, wantErrors: 2},
 		{name: "malformed notification: closed, no answer",
-			records:    [][]byte{func() []byte { b := malformedRecord(14, 7); binary.NativeEndian.PutUint64(b[8:], unix.FAN_CLOSE_WRITE); return b }(), record(unix.FAN_OPEN_PERM, 15, 7, 115)},
+			records: [][]byte{func() []byte {
+				b := malformedRecord(14, 7)
+				binary.NativeEndian.PutUint64(b[8:], unix.FAN_CLOSE_WRITE)
+				return b
+			}(), record(unix.FAN_OPEN_PERM, 15, 7, 115)},
 			wantAnswer: map[int32]bool{15: true}, wantErrors: 1},
 		{name: "event_len past the read: fatal after the records before it",
 			records:    [][]byte{record(unix.FAN_OPEN_PERM, 16, 7, 116), badLen(record(unix.FAN_OPEN_PERM, 17, 7, 117)), record(unix.FAN_OPEN_PERM, 18, 7, 118)},

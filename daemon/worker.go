@@ -275,11 +275,26 @@ func uidOf(uid uint32) int64 {
 	return int64(uid)
 }
 
-// endScan closes a scan: it keeps the verdict in the caches
-// if it still holds, and answers the events that waited for it.
+// endScan closes a scan: it answers the events that waited for it, and
+// keeps the verdict in the caches if it still holds.
+//
+// The followers are answered first, before any system call or log line
+// of the scan's own: they wait for nothing but the verdict, which the
+// scan's own open has had. Those that came before this point are
+// answered first; the reader can still attach more until the job leaves
+// d.scans (it must stay there until its verdict is cached, for the
+// reader's second look at the cache), and those are answered as soon as
+// it has left. Meanwhile a kernel mark that turns out invalid below
+// stays in place a little longer (the time of those answers): it was
+// added before the scan's own answer, and removed, as before, before
+// anything is logged.
 func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, cacheable, kernelCached bool) {
 	d := w.d
 	detected := len(o.matches) > 0
+	d.scansMu.Lock()
+	early := j.followers // the reader only appends, past len(early)
+	d.scansMu.Unlock()
+	w.answerFollowers(early, v, detected)
 	// Whether the file still has the stamp the reader stated. After a
 	// kernel mark: if it moved, the scan may have seen a mix, and the mark
 	// would cache it. For a detection: it then holds even if a writer's
@@ -307,14 +322,10 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 	if d.scans[j.info.ID] == j { // a scan of a newer version may have taken the place
 		delete(d.scans, j.info.ID)
 	}
-	followers := j.followers
+	late := j.followers[len(early):] // attached meanwhile; no more can come
 	d.scansMu.Unlock()
+	w.answerFollowers(late, v, detected)
 
-	if ce := d.log.Check(zap.DebugLevel, "scanned"); ce != nil {
-		ce.Write(zap.ByteString("path", []byte(o.path)), zap.Int64("size", o.size), zap.Stringer("verdict", v),
-			zap.Bool("cached", valid), zap.Bool("kernel_cached", kernelCached && valid),
-			zap.Bool("dirty", dirty), zap.Bool("complete", o.complete), zap.Int("waited", len(followers)))
-	}
 	if kernelCached && !valid {
 		// A reload after the mark, a write during the scan, or a stamp
 		// that moved: the kernel must not answer for this file.
@@ -322,9 +333,19 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 			d.stats.KernelUnmarks.Add(1)
 		}
 	}
+	if ce := d.log.Check(zap.DebugLevel, "scanned"); ce != nil {
+		ce.Write(zap.ByteString("path", []byte(o.path)), zap.Int64("size", o.size), zap.Stringer("verdict", v),
+			zap.Bool("cached", valid), zap.Bool("kernel_cached", kernelCached && valid),
+			zap.Bool("dirty", dirty), zap.Bool("complete", o.complete), zap.Int("waited", len(early)+len(late)))
+	}
+}
+
+// answerFollowers answers the events that waited for a scan with its
+// verdict v (unless their budget did first) and lets go of them.
+func (w *worker) answerFollowers(followers []*job, v policy.Verdict, detected bool) {
 	for _, f := range followers {
-		if !f.finish(v) && len(o.matches) > 0 {
-			d.stats.LateDetections.Add(1)
+		if !f.finish(v) && detected {
+			w.d.stats.LateDetections.Add(1)
 		}
 	}
 }
