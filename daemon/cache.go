@@ -164,6 +164,33 @@ func (c *verdictCache) forget(id fan.FileID, now fan.Stamp) bool {
 	return true
 }
 
+// forgetDetections drops the cached verdicts of files with matches: the
+// allow list grew, and one of them may now be allowed.
+func (c *verdictCache) forgetDetections() {
+	if c == nil {
+		return
+	}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k := len(s.entries) - 1; k >= 0; k-- {
+			if s.entries[k].det == nil {
+				continue
+			}
+			delete(s.index, s.entries[k].id)
+			last := len(s.entries) - 1
+			if k != last {
+				s.entries[k] = s.entries[last]
+				s.index[s.entries[k].id] = int32(k)
+			}
+			s.entries[last] = cacheEntry{}
+			s.entries = s.entries[:last]
+			c.stats.CacheEntries.Add(-1)
+		}
+		s.mu.Unlock()
+	}
+}
+
 // clear drops everything.
 func (c *verdictCache) clear() {
 	if c == nil {

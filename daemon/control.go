@@ -21,6 +21,9 @@ import (
 //
 //	POST /reload   compile the rules again and put them in force; answers
 //	               when they are, with a ReloadResult, or with the error
+//	POST /allowlist read the allow list again and put it in force (the
+//	               command line asks after changing it); answers when it
+//	               is, with {"entries": n}, or with the error
 //	GET  /status   health, rules, rates, latency, cache, counters and the
 //	               last detections, as JSON (a Status)
 //	GET  /metrics  the same measures in the Prometheus text format
@@ -84,6 +87,14 @@ func (d *Daemon) serveControl(ctx context.Context, ln net.Listener) {
 			return
 		}
 		writeJSON(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST /allowlist", func(w http.ResponseWriter, r *http.Request) {
+		n, err := d.refreshAllowList(r.Context(), true)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"entries": n})
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.status())

@@ -112,7 +112,12 @@ type Daemon struct {
 	// nil once one succeeds again.
 	recorderBusy atomic.Int64
 	recordErr    atomic.Pointer[string]
-	filesystems  atomic.Int64 // protected now
+	// allow is the allow list in force, in memory (allow.go); allowErr:
+	// why the last read of it failed, nil once one succeeds again.
+	allow       atomic.Pointer[allowList]
+	allowErr    atomic.Pointer[string]
+	allowMu     sync.Mutex   // serializes refreshAllowList
+	filesystems atomic.Int64 // protected now
 
 	stats     Stats
 	talkDrain talkDrain // the talkers' samples counted so far
@@ -311,6 +316,7 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	d.notify.Reloading()
 	defer d.notify.Ready()
 	start := time.Now()
+	d.refreshAllowList(context.Background(), true) // logs and shows its failure itself
 	rs, err := d.loadRules()
 	if err != nil {
 		d.stats.ReloadFailures.Add(1)
@@ -417,6 +423,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Zoneinfo is loaded lazily on first use; load it now, before any mark,
 	// so that no later log line opens /etc/localtime (design §1, rule 3).
 	_, _ = time.Now().Zone()
+	// The allow list too: the workers consult a copy in memory. A failure
+	// is logged and shown in the status; the list is read again every
+	// allowRefresh.
+	d.refreshAllowList(ctx, true)
 
 	// A worker inside libyara (a cgo call) keeps its P until the runtime's
 	// monitor takes it back, which can take milliseconds: with one P per
@@ -556,6 +566,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if q, ok := d.recorder.(*QuarantineRecorder); ok {
 		background.Go(func() { d.retain(bg, q) })
+	}
+	if d.recorder != nil {
+		background.Go(func() { every(bg, allowRefresh, func() { d.refreshAllowList(bg, false) }) })
 	}
 	background.Go(func() { every(bg, talkEvery, d.drainTalkers) })
 	background.Go(func() { d.logUnscanned(bg) })

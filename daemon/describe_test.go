@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -132,15 +133,40 @@ func TestDetectionQueueBound(t *testing.T) {
 	}
 }
 
-// fakeRecorder records in memory.
+// fakeRecorder records in memory, and keeps an allow list.
 type fakeRecorder struct {
 	mu      sync.Mutex // guards following
 	records []*Detection
 	repeats map[int64]int64
 	fail    error
+	// allowed is the allow list, allowVersion its version; allowFail
+	// fails reading them.
+	allowed      [][32]byte
+	allowVersion int64
+	allowFail    error
+	allowReads   int // reads of the list (not of its version)
 }
 
-func (r *fakeRecorder) Allowed(context.Context, string) (bool, error) { return false, nil }
+func (r *fakeRecorder) AllowListVersion(context.Context) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.allowVersion, r.allowFail
+}
+
+func (r *fakeRecorder) AllowedSums(context.Context) ([][32]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.allowReads++
+	return slices.Clone(r.allowed), r.allowFail
+}
+
+// setAllowed replaces the allow list, as the command line would.
+func (r *fakeRecorder) setAllowed(sums ...[32]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.allowed = sums
+	r.allowVersion++
+}
 
 func (r *fakeRecorder) Record(_ context.Context, det *Detection) (int64, error) {
 	r.mu.Lock()

@@ -107,7 +107,7 @@ func newCollector(d *Daemon) *collector {
 	c.workers = g("workers", "Scan workers.")
 	c.filesystems = g("protected_filesystems", "Filesystems marked for permission events.")
 	c.healthy = g("healthy", "1 when the pipeline makes progress (what the watchdog checks), else 0.")
-	c.recording = g("recording_healthy", "1 while detections are recorded (the last write of the record worked), else 0.")
+	c.recording = g("recording_healthy", "1 while detections are recorded (the last write of the record worked) and the allow list is read, else 0.")
 	c.unscanned = g("unscanned_opens_total", "Opens answered without a scan by on_timeout or on_overload, by the opener's uid (-1: unknown, -2: the uids beyond the first 1024).", "uid", "reason")
 	c.rules = g("rules", "Rules in force.")
 	c.rulesInfo = g("rules_info", "The generation of the rules in force.", "generation")
@@ -154,7 +154,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.workers, float64(len(d.workers)))
 	gauge(c.filesystems, float64(d.filesystems.Load()))
 	gauge(c.healthy, boolFloat(d.Healthy()))
-	gauge(c.recording, boolFloat(d.recordErr.Load() == nil))
+	gauge(c.recording, boolFloat(d.recordErr.Load() == nil && d.allowErr.Load() == nil))
 	for _, u := range d.unscanned.snapshot() {
 		uid := strconv.FormatInt(uidField(u.UID), 10)
 		ch <- prometheus.MustNewConstMetric(c.unscanned, prometheus.CounterValue, float64(u.TimedOut), uid, "timeout")
@@ -260,6 +260,9 @@ func (d *Daemon) unhealthyReason() string {
 func (d *Daemon) recordingProblem() string {
 	if e := d.recordErr.Load(); e != nil {
 		return "detections are not being recorded: " + *e
+	}
+	if e := d.allowErr.Load(); e != nil {
+		return "the allow list cannot be read (the last one read stays in force): " + *e
 	}
 	if since := d.recorderBusy.Load(); since != 0 {
 		if age := time.Since(time.Unix(0, since)); age > recorderStuck {

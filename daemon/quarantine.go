@@ -42,9 +42,16 @@ func OpenQuarantine(ctx context.Context, cfg policy.QuarantineConfig) (*Quaranti
 // Close closes the quarantine log.
 func (q *QuarantineRecorder) Close() error { return q.Store.Close() }
 
-// Allowed implements Recorder.
-func (q *QuarantineRecorder) Allowed(ctx context.Context, sha256 string) (bool, error) {
-	return q.Store.IsAllowed(ctx, sha256)
+// AllowListVersion implements Recorder: SQLite's data version, which
+// moves with every commit of another connection, the command line's
+// included.
+func (q *QuarantineRecorder) AllowListVersion(ctx context.Context) (int64, error) {
+	return q.Store.DataVersion(ctx)
+}
+
+// AllowedSums implements Recorder.
+func (q *QuarantineRecorder) AllowedSums(ctx context.Context) ([][32]byte, error) {
+	return q.Store.AllowedSums(ctx)
 }
 
 // Record implements Recorder. The record is bounded (see

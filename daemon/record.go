@@ -17,13 +17,17 @@ import (
 
 // Recorder keeps the record of detections: a durable log that an
 // administrator reviews, the allow list, and the vault that quarantined
-// files move into. The daemon calls Allowed from its workers (for
-// detections only, before the answer) and the rest from one goroutine of
-// its own, after the answer.
+// files move into. The daemon never calls it from the event path: it
+// reads the allow list into memory (allow.go) from a goroutine of its
+// own, and records from another, after the answer.
 type Recorder interface {
-	// Allowed reports whether content with this sha256 is on the allow
-	// list: it is then neither denied nor recorded.
-	Allowed(ctx context.Context, sha256 string) (bool, error)
+	// AllowListVersion returns a number that changes whenever the allow
+	// list may have changed (it may change at other times too). It must
+	// be cheap: the daemon asks it every second.
+	AllowListVersion(ctx context.Context) (int64, error)
+	// AllowedSums returns the sha256 sums on the allow list: content with
+	// one of them is neither denied nor recorded.
+	AllowedSums(ctx context.Context) ([][32]byte, error)
 	// Record stores d durably and returns its id. It returns only once the
 	// record would survive a crash.
 	Record(ctx context.Context, d *Detection) (int64, error)

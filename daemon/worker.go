@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"path/filepath"
@@ -120,8 +119,11 @@ type outcome struct {
 	n           int  // bytes read and scanned (in the worker's buffer until its next scan)
 	complete    bool // the whole file was read and scanned
 	sha256      string
-	allowListed bool          // it matched, but its sha256 is on the allow list
-	scanTime    time.Duration // in YARA, 0 if no scan ran
+	sum         [sha256.Size]byte // the content's sha256, if it matched
+	allow       *allowList        // the allow list sum was looked up in (if allowSeen)
+	allowSeen   bool              // it matched: sum was looked up in allow
+	allowListed bool              // it matched, but its sha256 is on the allow list
+	scanTime    time.Duration     // in YARA, 0 if no scan ran
 	matches     []scanner.Match
 	verdict     policy.Verdict // the scan's verdict
 	late        bool           // the budget ran out first: on_timeout was the answer
@@ -172,22 +174,30 @@ func (w *worker) process(j *job) {
 		v = w.scan(j, &o)
 	}
 	if len(o.matches) > 0 {
-		// Detections only, before the answer: the content's sha256 for the
-		// allow list and the record.
-		sum := sha256.Sum256(w.buf[:o.n])
-		o.sha256 = hex.EncodeToString(sum[:])
-		if d.recorder != nil {
-			if ok, err := d.recorder.Allowed(context.Background(), o.sha256); err == nil && ok {
-				// On the allow list: clean, for the caches too; logged
-				// after the answer.
-				d.stats.AllowListed.Add(1)
-				o.allowListed = true
-				o.matches, v = nil, policy.Allow
-			}
+		// Detections only, before the answer: the content's sha256, looked
+		// up in the allow list in memory (allow.go).
+		o.sum = sha256.Sum256(w.buf[:o.n])
+		o.allow, o.allowSeen = d.allow.Load(), true
+		if o.allow.has(o.sum) {
+			// On the allow list: clean, for the caches too; logged
+			// after the answer.
+			d.stats.AllowListed.Add(1)
+			o.allowListed = true
+			o.matches, v = nil, policy.Allow
 		}
 	}
 	o.verdict = v
 	cacheable := o.err == nil && o.complete
+	ours, kernelCached := j.answerMarked(v, cacheable && len(o.matches) == 0)
+	o.late = !ours
+	if kernelCached {
+		d.stats.KernelMarks.Add(1)
+	}
+	// The event is answered. What follows: the record's room, the caches
+	// and the followers, then logging.
+	if o.allowSeen {
+		o.sha256 = hex.EncodeToString(o.sum[:])
+	}
 	detected := len(o.matches) > 0
 	var size int64
 	if detected {
@@ -203,13 +213,6 @@ func (w *worker) process(j *job) {
 			}
 		}
 	}
-	ours, kernelCached := j.answerMarked(v, cacheable && len(o.matches) == 0)
-	o.late = !ours
-	if kernelCached {
-		d.stats.KernelMarks.Add(1)
-	}
-	// The event is answered. What follows: the caches, the followers,
-	// then logging.
 	info, uid := j.info, j.uid
 	w.endScan(j, rules, v, &o, cacheable, kernelCached)
 	pidfd := int32(-1)
@@ -312,6 +315,9 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 	// finds the entry stored here and drops it.
 	dirty := j.dirty
 	valid = valid && (!dirty || detected && unchanged) && d.rules.Load().gen == rules.gen
+	// The allow list the verdict rests on, if it rests on one, is still
+	// in force (it is swapped under scansMu: see refreshAllowList).
+	valid = valid && (!o.allowSeen || d.allow.Load() == o.allow)
 	if valid {
 		e := cacheEntry{id: j.info.ID, stamp: j.info.Stamp, gen: rules.gen, verdict: v}
 		if detected {

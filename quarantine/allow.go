@@ -2,6 +2,7 @@ package quarantine
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"time"
 )
@@ -57,8 +58,36 @@ func (s *Store) AllowList(ctx context.Context) ([]Allowed, error) {
 	return out, nil
 }
 
-// IsAllowed reports whether sha256 is on the allow list. The daemon can
-// keep its own copy of the list and reload it when DataVersion changes.
+// AllowedSums returns the sha256 sums on the allow list, decoded, for a
+// copy in memory: the daemon keeps one, reads it again when DataVersion
+// changes, and never queries the list on the event path.
+func (s *Store) AllowedSums(ctx context.Context) ([][32]byte, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT sha256 FROM allowlist`)
+	if err != nil {
+		return nil, fmt.Errorf("reading the allow list: %w", err)
+	}
+	defer rows.Close()
+	var out [][32]byte
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, fmt.Errorf("reading the allow list: %w", err)
+		}
+		var sum [32]byte
+		if n, err := hex.Decode(sum[:], []byte(h)); err != nil || n != len(sum) {
+			return nil, fmt.Errorf("reading the allow list: %q is not a sha256", h)
+		}
+		out = append(out, sum)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading the allow list: %w", err)
+	}
+	return out, nil
+}
+
+// IsAllowed reports whether sha256 is on the allow list. The daemon does
+// not ask it: it keeps a copy (AllowedSums) and reads it again when
+// DataVersion changes.
 func (s *Store) IsAllowed(ctx context.Context, sha256 string) (bool, error) {
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM allowlist WHERE sha256 = ?`, sha256).Scan(&n); err != nil {

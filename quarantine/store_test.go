@@ -1,11 +1,14 @@
 package quarantine
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -382,6 +385,17 @@ func TestAllowList(t *testing.T) {
 	}
 	if ok, _ := e.store.IsAllowed(ctx, a); !ok {
 		t.Error("a not allowed")
+	}
+	sums, err := e.store.AllowedSums(ctx)
+	var wantSums [][32]byte
+	for _, h := range []string{a, b} {
+		var sum [32]byte
+		hex.Decode(sum[:], []byte(h))
+		wantSums = append(wantSums, sum)
+	}
+	slices.SortFunc(sums, func(x, y [32]byte) int { return bytes.Compare(x[:], y[:]) })
+	if err != nil || !slices.Equal(sums, wantSums) {
+		t.Errorf("AllowedSums = %x, %v; want %x", sums, err, wantSums)
 	}
 	if ok, err := e.store.Disallow(ctx, a); !ok || err != nil {
 		t.Errorf("Disallow(a) = %v, %v", ok, err)
