@@ -118,8 +118,11 @@ func TestDetectionActions(t *testing.T) {
 	}
 }
 
-// TestAllowList: a file whose sha256 is on the allow list opens and is not
-// recorded again.
+// TestAllowList: a file detected and denied (and so cached as denied)
+// opens at once once its sha256 is on the allow list and the daemon is
+// told (POST /allowlist, as the command line does), and is not recorded
+// again; taken off the list without a word to the daemon, it is denied
+// again within a few seconds (the daemon polls the database).
 func TestAllowList(t *testing.T) {
 	d := startDaemon(t, options{})
 	path := filepath.Join(d.Dir, "eicar.com")
@@ -135,14 +138,14 @@ func TestAllowList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer store.Close()
 	if err := store.Allow(context.Background(), recs[0].SHA256, "test", quarantine.Actor{Name: "root"}); err != nil {
 		t.Fatal(err)
 	}
-	store.Close()
-	// A detected file is cached as denied (it cannot even be opened for
-	// writing); a new copy is scanned and meets the allow list.
-	os.Remove(path)
-	writeFile(t, path, eicar, 0o644)
+	if code, body, err := controlDo(d.Control, "POST", "/allowlist"); err != nil || code != 200 || !strings.Contains(string(body), `"entries": 1`) {
+		t.Fatalf("POST /allowlist: %d %s %v", code, body, err)
+	}
+	// The same file, cached as denied until the list changed.
 	if _, err := os.ReadFile(path); err != nil {
 		t.Errorf("open of an allow-listed file: %v", err)
 	}
@@ -152,6 +155,23 @@ func TestAllowList(t *testing.T) {
 	if c := d.counters(); c["allow_listed"] < 1 {
 		t.Errorf("allow_listed = %v", c["allow_listed"])
 	}
+	// Off the list, the daemon not told: the clean verdict cached for the
+	// allowed content goes when the daemon sees the change.
+	if ok, err := store.Disallow(context.Background(), recs[0].SHA256); !ok || err != nil {
+		t.Fatalf("Disallow: %v, %v", ok, err)
+	}
+	start := time.Now()
+	for {
+		_, err := os.ReadFile(path)
+		if errors.Is(err, unix.EPERM) {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("still allowed %v after its sum left the allow list (%v)", time.Since(start), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("denied again %v after its sum left the allow list", time.Since(start).Round(time.Millisecond))
 }
 
 // TestQuarantineReviewWithDaemon: a file quarantined by the running daemon
@@ -185,7 +205,9 @@ func TestQuarantineReviewWithDaemon(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "EICAR_Test_File") || !strings.Contains(out, "$eicar") || !strings.Contains(out, `caught\tone.com`) {
 		t.Errorf("show: exit %d\n%s\n%s", code, out, errOut)
 	}
-	code, out, errOut = run(t, "quarantine", "restore", id, "--allow", db, vault)
+	// With the daemon's configuration, so that the command tells the
+	// daemon of the new allow list before the file is back.
+	code, out, errOut = run(t, "quarantine", "restore", id, "--allow", db, vault, "--config", d.Config)
 	if code != 0 {
 		t.Fatalf("restore: exit %d\n%s\n%s", code, out, errOut)
 	}

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
@@ -43,6 +45,7 @@ type qenv struct {
 	vaultDir string
 	maxAge   time.Duration
 	maxBytes int64
+	socket   string // the daemon's control socket, to tell it the allow list changed
 }
 
 // open reads the configuration and opens the database.
@@ -52,7 +55,8 @@ func (f *quarantineFlags) open(cmd *cobra.Command) (*qenv, error) {
 	if err != nil {
 		return nil, exitError{code: 2, err: err}
 	}
-	e := &qenv{vaultDir: cfg.Quarantine.Vault, maxAge: cfg.Quarantine.MaxAge, maxBytes: cfg.Quarantine.MaxBytes}
+	e := &qenv{vaultDir: cfg.Quarantine.Vault, maxAge: cfg.Quarantine.MaxAge, maxBytes: cfg.Quarantine.MaxBytes,
+		socket: cfg.Control.Socket}
 	db := cfg.Quarantine.DB
 	if f.db != "" {
 		db = f.db
@@ -254,7 +258,8 @@ func newQRestoreCommand(flags *quarantineFlags) *cobra.Command {
 mode, owner and modification time. It refuses to replace an existing file
 unless --force, and refuses any symbolic link in the target path. The
 directory must exist. --allow first adds the file's sha256 to the allow list,
-so that fanguard does not catch it again.`,
+and tells the running daemon ([control] socket), so that fanguard does not
+catch it again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseID(args[0])
@@ -278,7 +283,8 @@ so that fanguard does not catch it again.`,
 			if err != nil {
 				return err
 			}
-			return runRestore(ctxOf(cmd), cmd.OutOrStdout(), m, id, target, force, allow)
+			allowed := func(ctx context.Context) { e.allowListChanged(ctx, cmd.ErrOrStderr(), true) }
+			return runRestore(ctxOf(cmd), cmd.OutOrStdout(), m, id, target, force, allow, allowed)
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "", "restore to this path instead of the original one")
@@ -287,7 +293,10 @@ so that fanguard does not catch it again.`,
 	return cmd
 }
 
-func runRestore(ctx context.Context, out io.Writer, m *quarantine.Mover, id int64, to []byte, force, allow bool) error {
+// runRestore restores record id; with allow, it first adds its sha256 to
+// the allow list and calls allowed, which makes sure the daemon has it.
+func runRestore(ctx context.Context, out io.Writer, m *quarantine.Mover, id int64, to []byte, force, allow bool,
+	allowed func(context.Context)) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -311,6 +320,7 @@ func runRestore(ctx context.Context, out io.Writer, m *quarantine.Mover, id int6
 			return exitError{code: 1, err: err}
 		}
 		newlyAllowed = !was
+		allowed(ctx)
 	}
 	target := to
 	if target == nil {
@@ -530,6 +540,7 @@ acts on a detection. Root only.`,
 			if err := e.store.Allow(ctxOf(cmd), sum, comment, actor()); err != nil {
 				return exitError{code: 1, err: err}
 			}
+			e.allowListChanged(ctxOf(cmd), cmd.ErrOrStderr(), false)
 			fmt.Fprintf(cmd.OutOrStdout(), "%s added to the allow list\n", sum)
 			return nil
 		},
@@ -557,12 +568,43 @@ acts on a detection. Root only.`,
 			if !ok {
 				return exitError{code: 1, err: fmt.Errorf("%s is not on the allow list", sum)}
 			}
+			e.allowListChanged(ctxOf(cmd), cmd.ErrOrStderr(), false)
 			fmt.Fprintf(cmd.OutOrStdout(), "%s removed from the allow list\n", sum)
 			return nil
 		},
 	}
 	cmd.AddCommand(list, add, remove)
 	return cmd
+}
+
+// allowListChanged tells the running daemon, if there is one, that the
+// allow list changed, and returns once the daemon has the new list in
+// force. Unasked, the daemon finds the change within about a second. If
+// the daemon cannot be told (another error than none listening), it says
+// so on errOut and, with wait, waits the two seconds in which the daemon
+// finds the change by itself.
+func (e *qenv) allowListChanged(ctx context.Context, errOut io.Writer, wait bool) {
+	if e.socket == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://fanguard/allowlist", nil)
+	resp, err := controlClient(e.socket).Do(req)
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return // no daemon: the next one reads the list at its start
+	}
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return
+		}
+		err = errors.New(resp.Status)
+	}
+	fmt.Fprintf(errOut, "warning: the daemon on %s could not be told that the allow list changed (%v); it finds out within a few seconds\n", e.socket, err)
+	if wait {
+		time.Sleep(2 * time.Second)
+	}
 }
 
 func ctxOf(cmd *cobra.Command) context.Context {
