@@ -269,6 +269,8 @@ type kernel interface {
 	CloseFd(fd int32) error
 	Stat(fd int32) (fan.FileInfo, error)
 	OpenerUID(pidfd int32) (uint32, error)
+	// Path reads the path of the event fd fd into buf (fan.FdPath).
+	Path(fd int32, buf []byte) ([]byte, error)
 }
 
 // groupKernel is the kernel of a running daemon: its permission group,
@@ -281,6 +283,9 @@ type groupKernel struct {
 func (groupKernel) CloseFd(fd int32) error                { return fan.CloseFd(fd) }
 func (k groupKernel) Stat(fd int32) (fan.FileInfo, error) { return k.stater.Stat(fd) }
 func (groupKernel) OpenerUID(pidfd int32) (uint32, error) { return fan.PidfdUID(pidfd) }
+func (groupKernel) Path(fd int32, buf []byte) ([]byte, error) {
+	return fan.FdPath(fd, buf)
+}
 
 // Stats returns the daemon's counters.
 func (d *Daemon) Stats() *Stats { return &d.stats }
@@ -881,7 +886,9 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		return
 	}
 	// A known detection is denied before any exclusion applies: an
-	// exclusion spares a file its scan, never its verdict.
+	// exclusion spares a file its scan, never its verdict. And a cached
+	// answer costs no path read: exclude_paths, the reader's only
+	// readlink, comes after the cache.
 	gen := d.rules.Load().gen
 	if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, gen); ok {
 		d.stats.CacheHits.Add(1)
@@ -1142,7 +1149,7 @@ func (d *Daemon) excluded(ev fan.Event, fi fan.FileInfo, uid uint32, scratch []b
 		}
 	}
 	if e.HasPaths() && d.mounts.Trusted(fi.MountID) {
-		if p, err := fan.FdPath(ev.Fd, scratch); err == nil && e.Path(p) {
+		if p, err := d.kern.Path(ev.Fd, scratch); err == nil && e.Path(p) {
 			return true
 		}
 	}

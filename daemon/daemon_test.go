@@ -223,6 +223,9 @@ func (nopKernel) CloseFd(int32) error             { return nil }
 func (nopKernel) Ignore(int32) error              { return nil }
 func (nopKernel) Unignore(int32) error            { return nil }
 func (nopKernel) OpenerUID(int32) (uint32, error) { return 0, nil }
+func (nopKernel) Path(int32, []byte) ([]byte, error) {
+	return []byte("/nop"), nil
+}
 func (nopKernel) Stat(int32) (fan.FileInfo, error) {
 	return fan.FileInfo{Mode: unix.S_IFREG | 0o644}, nil // the file of the zero FileID and Stamp
 }

@@ -33,12 +33,14 @@ type fakeKernel struct {
 	uids map[int32]uint32
 	// pidfdCloses counts closes of pidfds (fds in uids).
 	pidfdCloses map[int32]int
+	// paths counts Path calls per fd.
+	paths map[int32]int
 }
 
 func newFakeKernel(t *testing.T) *fakeKernel {
 	return &fakeKernel{t: t, answers: map[int32]int{}, closes: map[int32]int{}, allowed: map[int32]bool{},
 		notification: map[int32]bool{}, files: map[int32]fan.FileInfo{}, ignored: map[int32]int{},
-		uids: map[int32]uint32{}, pidfdCloses: map[int32]int{}}
+		uids: map[int32]uint32{}, pidfdCloses: map[int32]int{}, paths: map[int32]int{}}
 }
 
 func (k *fakeKernel) Respond(fd int32, allow bool) error {
@@ -73,6 +75,14 @@ func (k *fakeKernel) Unignore(fd int32) error {
 	defer k.mu.Unlock()
 	k.ignored[fd]--
 	return nil
+}
+
+// Path reads the path of fd, a real fd (or fails, as a fake one does).
+func (k *fakeKernel) Path(fd int32, buf []byte) ([]byte, error) {
+	k.mu.Lock()
+	k.paths[fd]++
+	k.mu.Unlock()
+	return fan.FdPath(fd, buf)
 }
 
 func (k *fakeKernel) OpenerUID(pidfd int32) (uint32, error) {

@@ -202,3 +202,46 @@ func FuzzReaderBatch(f *testing.F) {
 		}
 	})
 }
+
+// trustAllMounts trusts every mount: exclude_paths apply everywhere.
+type trustAllMounts struct{}
+
+func (trustAllMounts) Trusted(uint64) bool { return true }
+
+// TestNoPathOnCacheHit: with exclude_paths in force, an open answered
+// from the cache reads no path; one that is not cached reads it once, for
+// the exclusions.
+func TestNoPathOnCacheHit(t *testing.T) {
+	d, k := testDaemon(t, time.Hour)
+	d.mounts = trustAllMounts{}
+	d.excl = policy.NewExclusions(policy.ProtectConfig{ExcludePaths: []string{"/nowhere/excluded"}})
+	d.cache = newVerdictCache(100, &d.stats)
+	file := func(ino uint64) fan.FileInfo {
+		return fan.FileInfo{ID: fan.FileID{Dev: 1, Ino: ino}, Stamp: fan.Stamp{CtimeNs: 1, Size: 10}, Mode: unix.S_IFREG | 0o644}
+	}
+	d.cache.store(cacheEntry{id: file(1).ID, stamp: file(1).Stamp, gen: 1, verdict: policy.Allow})
+	d.cache.store(cacheEntry{id: file(2).ID, stamp: file(2).Stamp, gen: 1, verdict: policy.Deny, det: &detection{rule: "r"}})
+	for _, tt := range []struct {
+		name      string
+		fd        int32
+		ino       uint64
+		wantPaths int
+	}{
+		{"clean verdict cached", 40, 1, 0},
+		{"detection cached", 41, 2, 0},
+		{"not cached", 42, 3, 1},
+	} {
+		k.files[tt.fd] = file(tt.ino)
+		k.uids[100+tt.fd] = 1000
+		var scratch [4096]byte
+		d.handle(fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: tt.fd, Pid: 1, Pidfd: 100 + tt.fd}, time.Now(), scratch[:])
+		d.writeAnswers(d.answers.n)
+		if got := k.paths[tt.fd]; got != tt.wantPaths {
+			t.Errorf("%s: %d path reads, want %d", tt.name, got, tt.wantPaths)
+		}
+	}
+	// The queued one, answered so that the fake kernel's checks hold.
+	if j, _ := d.sched.pop(d.stillWaiting, nil); j != nil {
+		j.finish(policy.Allow)
+	}
+}

@@ -360,7 +360,10 @@ func (w *worker) answerFollowers(followers []*job, v policy.Verdict, detected bo
 // reads the file through the event fd only.
 func (w *worker) scan(j *job, o *outcome) policy.Verdict {
 	d := w.d
-	if p, err := fan.FdPath(j.fd, w.path[:]); err == nil {
+	// The path before the scan: the rules' external variables (filename,
+	// filepath, extension) need it, and the rules cannot say whether
+	// they use them.
+	if p, err := d.kern.Path(j.fd, w.path[:]); err == nil {
 		o.path = string(p)
 	} else {
 		o.path = "fd:" + strconv.Itoa(int(j.fd))
