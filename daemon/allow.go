@@ -45,8 +45,10 @@ const allowRefresh = time.Second
 // newly allowed file is allowed at its next open; if sums left the list,
 // every cached verdict goes (a file let through by the list was cached
 // as clean, in the kernel too). A failure keeps the list in force, is
-// logged and shows in the status until a read succeeds. Safe for
-// concurrent use; reads are serialized.
+// logged and shows in the status until a read succeeds. The version
+// moves with the daemon's own records too: the list is then read, found
+// the same, and nothing is dropped. Safe for concurrent use; reads are
+// serialized.
 func (d *Daemon) refreshAllowList(ctx context.Context, force bool) (int, error) {
 	if d.recorder == nil {
 		return 0, nil
