@@ -3,6 +3,8 @@ package daemon
 import (
 	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -243,5 +245,65 @@ func TestNoPathOnCacheHit(t *testing.T) {
 	// The queued one, answered so that the fake kernel's checks hold.
 	if j, _ := d.sched.pop(d.stillWaiting, nil); j != nil {
 		j.finish(policy.Allow)
+	}
+}
+
+// statKernel is nopKernel with a real stat.
+type statKernel struct {
+	nopKernel
+	stat func(int32) (fan.FileInfo, error)
+}
+
+func (k statKernel) Stat(fd int32) (fan.FileInfo, error) { return k.stat(fd) }
+
+// BenchmarkReaderCacheHitTmpfs is BenchmarkReaderCacheHit with the real
+// stat of a file on a tmpfs (the answers and closes faked): with
+// fan.StatFd, which asks for FS_IOC_GETVERSION every time, as the daemon
+// did, and with the daemon's fan.Stater, which learns that tmpfs has none.
+func BenchmarkReaderCacheHitTmpfs(b *testing.B) {
+	dir := testutil.MountTmpfs(b)
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, []byte("content"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	fd := int32(f.Fd())
+	fi, err := fan.StatFd(fd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const events = 64
+	var buf []byte
+	for range events {
+		buf = append(buf, record(unix.FAN_OPEN_PERM, fd, 7, fan.NoPidfd)...)
+	}
+	for _, bm := range []struct {
+		name string
+		stat func(int32) (fan.FileInfo, error)
+	}{{"StatFd", fan.StatFd}, {"Stater", new(fan.Stater).Stat}} {
+		b.Run(bm.name, func(b *testing.B) {
+			d, _ := testDaemon(&testing.T{}, 0)
+			d.kern = statKernel{stat: bm.stat}
+			d.excl = policy.NewExclusions(policy.ProtectConfig{})
+			d.cache = newVerdictCache(1000, &d.stats)
+			d.cache.store(cacheEntry{id: fi.ID, stamp: fi.Stamp, gen: 1, verdict: policy.Allow})
+			var scratch [4096]byte
+			now := time.Now()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := d.handleBatch(buf, now, scratch[:]); err != nil {
+					b.Fatal(err)
+				}
+				d.writeAnswers(d.answers.n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*events), "ns/event")
+			if d.stats.CacheHits.Load() != uint64(b.N*events) {
+				b.Fatalf("%d cache hits of %d", d.stats.CacheHits.Load(), b.N*events)
+			}
+		})
 	}
 }
