@@ -805,20 +805,18 @@ func (d *Daemon) handleBatch(buf []byte, now time.Time, scratch []byte) error {
 }
 
 // malformed answers a record whose event_len delimits it but whose other
-// fields are wrong (fan.ParseEvent): a permission event gets on_error,
-// as any open whose file the daemon cannot judge, at once; its fds are
-// closed. A pidfd in an info record it could not read stays open: it
-// cannot be found.
+// fields are wrong (fan.ParseEvent) with on_error, as any open whose file
+// the daemon cannot judge, at once, and closes its fds. It answers
+// whatever the mask says, as suspect as the rest: an answer for an fd
+// without a pending event fails (ENOENT) and cannot release another
+// event, since the fd number is this record's own until it is closed. A
+// pidfd in an info record it could not read stays open: it cannot be
+// found.
 func (d *Daemon) malformed(ev fan.Event, now time.Time, err error) {
-	switch {
-	case ev.Fd >= 0 && ev.IsPermission():
-		d.stats.Events.Add(1)
+	if ev.Fd >= 0 {
 		d.stats.Errors.Add(1)
 		d.answerEvent(ev, d.cfg.OnError, now)
-	case ev.Fd >= 0:
-		d.kern.CloseFd(ev.Fd)
-		d.closePidfd(ev.Pidfd)
-	default:
+	} else {
 		d.closePidfd(ev.Pidfd)
 	}
 	if c := d.stats.ParseErrors.Load(); c&(c-1) == 0 {
