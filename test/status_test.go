@@ -75,9 +75,15 @@ type statusDoc struct {
 		Path   string    `json:"path"`
 		Rules  []string  `json:"rules"`
 		Action string    `json:"action"`
-		Record int64     `json:"record"`
-		Time   time.Time `json:"time"`
+		Record  int64     `json:"record"`
+		Time    time.Time `json:"time"`
+		OnClose bool      `json:"on_close"`
 	} `json:"last_detections"`
+	OnClose struct {
+		Enabled bool `json:"enabled"`
+		Waiting int  `json:"waiting"`
+		Bound   int  `json:"bound"`
+	} `json:"on_close"`
 }
 
 func getStatus(t *testing.T, d *daemon) statusDoc {
