@@ -72,9 +72,9 @@ type statusDoc struct {
 	} `json:"cache"`
 	Counters       map[string]float64 `json:"counters"`
 	LastDetections []struct {
-		Path   string    `json:"path"`
-		Rules  []string  `json:"rules"`
-		Action string    `json:"action"`
+		Path    string    `json:"path"`
+		Rules   []string  `json:"rules"`
+		Action  string    `json:"action"`
 		Record  int64     `json:"record"`
 		Time    time.Time `json:"time"`
 		OnClose bool      `json:"on_close"`
