@@ -79,6 +79,9 @@ type Daemon struct {
 	// closeq holds the files writers closed, waiting for a scan on
 	// close (onclose.go); nil when [scan] on_close is off.
 	closeq *closeQueue
+	// closeRunning counts the workers on a scan on close, or about to
+	// take one (closeSlot).
+	closeRunning atomic.Int32
 	// kern is the seam to the kernel for the event path: the group and
 	// fan's fd functions, or a fake in unit tests.
 	kern  kernel

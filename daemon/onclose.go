@@ -36,7 +36,10 @@ import (
 //   - Opens come first: a worker takes a close-scan only when no open job
 //     (nor a late one) waits for it, and files above closeScanMax are
 //     left to their first open, so an open that comes meanwhile waits for
-//     at most one small scan.
+//     at most one small scan. With more than one worker, at most
+//     workers - 1 scan on close at once: one worker stays free for the
+//     next open, which then waits for none (and the machine keeps a CPU
+//     for the writer: a tar extracting files, a compiler).
 //
 // Deduplication with opens goes through the in-flight table: a close-scan
 // is put in d.scans like an open's scan, already "answered" (no open
@@ -247,18 +250,40 @@ func (d *Daemon) queueClose(ev fan.Event, fi fan.FileInfo, read time.Time, scrat
 // scan, nil when none does or an open job came meanwhile. Items that need
 // none (see prepareClose) are released on the way.
 func (d *Daemon) nextClose() *job {
+	if !d.closeSlot() {
+		return nil // the worker that ends a scan on close signals the queue again
+	}
 	for len(d.sched.ready) == 0 {
 		it := d.closeq.pop()
 		if it == nil {
-			return nil
+			break
 		}
 		if j := d.prepareClose(it); j != nil {
-			return j
+			return j // processClose gives the slot back
 		}
 		d.stats.CloseSkipped.Add(1)
 		d.closeq.release(it)
 	}
+	d.closeDone()
 	return nil
+}
+
+// closeSlot takes one of the closeScanWorkers slots for a scan on close,
+// if one is free.
+func (d *Daemon) closeSlot() bool {
+	if d.closeRunning.Add(1) > int32(max(1, d.cfg.Workers-1)) {
+		d.closeRunning.Add(-1)
+		return false
+	}
+	return true
+}
+
+// closeDone gives a slot back, and wakes an idle worker if files wait.
+func (d *Daemon) closeDone() {
+	d.closeRunning.Add(-1)
+	if d.closeq.len() > 0 {
+		d.closeq.signal()
+	}
 }
 
 // prepareClose makes a job of it and puts it in the in-flight table, or
@@ -302,6 +327,7 @@ func (w *worker) processClose(j *job) {
 	d := w.d
 	w.busy.Store(time.Now().UnixNano())
 	defer w.busy.Store(0)
+	defer d.closeDone()
 	o := outcome{pid: j.pid, read: j.read, size: j.info.Stamp.Size}
 	rules, err := w.use()
 	v := d.cfg.OnError
@@ -385,7 +411,7 @@ func (w *worker) processClose(j *job) {
 func (d *Daemon) closeStatus() StatusOnClose {
 	st := StatusOnClose{Enabled: d.closeq != nil, MaxSize: d.closeScanLimit()}
 	if d.closeq != nil {
-		st.Waiting, st.Bound = d.closeq.len(), d.closeq.limit
+		st.Waiting, st.Bound, st.Running = d.closeq.len(), d.closeq.limit, int(d.closeRunning.Load())
 	}
 	return st
 }
@@ -394,6 +420,7 @@ func (d *Daemon) closeStatus() StatusOnClose {
 type StatusOnClose struct {
 	Enabled bool  `json:"enabled"`
 	Waiting int   `json:"waiting"`  // files queued now
+	Running int   `json:"running"`  // workers on a scan on close now
 	Bound   int   `json:"bound"`    // on_close_queue
 	MaxSize int64 `json:"max_size"` // larger files are left to their first open
 }
