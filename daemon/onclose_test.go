@@ -4,11 +4,13 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/fanguard/fanguard/fan"
+	"github.com/fanguard/fanguard/policy"
 )
 
 // realFds opens /dev/null for each item's fd and pidfd, and records (and
@@ -169,5 +171,88 @@ func TestCloseQueueWake(t *testing.T) {
 	}
 	if len(q.wake) != 0 {
 		t.Error("a token left with nothing queued")
+	}
+}
+
+// TestNextClose: what a worker does with the newest file closed, by what
+// the daemon knows of it: a job is made only for a file that needs a
+// scan, and an open of the same file and stamp then waits for that scan.
+func TestNextClose(t *testing.T) {
+	const fd, openFd = 40, 41
+	id := fan.FileID{Dev: 1, Ino: 9}
+	small := fan.FileInfo{ID: id, Stamp: fan.Stamp{CtimeNs: 5, Size: 100}, Mode: unix.S_IFREG | 0o644}
+	older := small
+	older.Stamp.CtimeNs = 4
+	large := small
+	large.Stamp.Size = closeScanMax + 1
+	for _, tt := range []struct {
+		name    string
+		file    fan.FileInfo
+		cached  bool          // a verdict cached for the file's stamp
+		running *fan.FileInfo // a scan for an open of the file at this stamp
+		wantJob bool
+	}{
+		{name: "needs a scan", file: small, wantJob: true},
+		{name: "too large: left to its first open", file: large},
+		{name: "cached for this stamp", file: small, cached: true},
+		{name: "an open's scan of this stamp runs", file: small, running: &small},
+		{name: "an open's scan of an older stamp runs", file: small, running: &older, wantJob: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, k := testDaemon(t, time.Minute)
+			d.cache = newVerdictCache(16, &d.stats)
+			d.excl = policy.NewExclusions(d.cfg.Protect)
+			d.closeq = newCloseQueue(4, k.CloseFd, &d.stats)
+			k.files[fd], k.files[openFd] = tt.file, tt.file
+			k.notification[fd] = true
+			if tt.cached {
+				d.cache.store(cacheEntry{id: id, stamp: tt.file.Stamp, gen: 1, verdict: policy.Allow})
+			}
+			var open *job
+			if tt.running != nil {
+				open = d.jobs.Get().(*job)
+				open.start(fan.Event{Fd: 50, Pid: 2, Pidfd: fan.NoPidfd}, 0, *tt.running, time.Now())
+				d.scans[id] = open
+			}
+			d.closeq.push(&closeItem{id: id, fd: fd, pidfd: -1, pid: 3, uid: 1000, read: time.Now()})
+			<-d.closeq.wake
+			j := d.nextClose()
+			if got := j != nil; got != tt.wantJob {
+				t.Fatalf("job made: %v, want %v", got, tt.wantJob)
+			}
+			if d.closeRunning.Load() != map[bool]int32{false: 0, true: 1}[tt.wantJob] {
+				t.Errorf("%d scans on close counted as running", d.closeRunning.Load())
+			}
+			if open != nil {
+				defer func() { open.finish(policy.Allow) }()
+				if open.dirty != tt.wantJob {
+					t.Errorf("the open's scan of an older stamp dirty: %v, want %v", open.dirty, tt.wantJob)
+				}
+			}
+			if !tt.wantJob {
+				if k.closes[fd] != 1 || d.stats.CloseSkipped.Load() != 1 {
+					t.Errorf("skipped: fd closed %d times, %d skipped; want 1, 1", k.closes[fd], d.stats.CloseSkipped.Load())
+				}
+				return
+			}
+			if d.scans[id] != j || !j.onClose || !j.answered.Load() || !j.started.Load() || j.fd != fd || j.uid != 1000 {
+				t.Fatalf("close job: in scans %v, onClose %v, answered %v, started %v, fd %d, uid %d",
+					d.scans[id] == j, j.onClose, j.answered.Load(), j.started.Load(), j.fd, j.uid)
+			}
+			// An open of the same file and stamp waits for this scan,
+			// and gets its verdict.
+			d.handle(fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: openFd, Pid: 4, Pidfd: fan.NoPidfd}, time.Now(), make([]byte, 4096))
+			if len(j.followers) != 1 || d.stats.DedupWaits.Load() != 1 {
+				t.Fatalf("the open: %d followers of the scan on close, %d dedup waits; want 1, 1", len(j.followers), d.stats.DedupWaits.Load())
+			}
+			w := &worker{d: d}
+			w.endScan(j, d.rules.Load(), policy.Deny, &outcome{}, false, false)
+			d.closeDone()
+			j.done()
+			if k.answers[openFd] != 1 || k.allowed[openFd] || k.closes[fd] != 1 || d.scans[id] != nil {
+				t.Errorf("after the scan: the open answered %d times (allowed %v), the close's fd closed %d times, in scans %v; want 1, deny, 1, no",
+					k.answers[openFd], k.allowed[openFd], k.closes[fd], d.scans[id] != nil)
+			}
+		})
 	}
 }
