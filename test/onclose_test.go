@@ -291,3 +291,50 @@ func TestCloseQueueFdBound(t *testing.T) {
 		t.Errorf("daemon fds: %d after the queue drained, %d at start: leaked", after, base)
 	}
 }
+
+// TestCloseScanAfterReload: files queued for a scan on close when the
+// rules change are scanned with the new rules: a rule added by the reload
+// finds them, at close.
+func TestCloseScanAfterReload(t *testing.T) {
+	d := startDaemon(t, options{onClose: true})
+	// One slow file first: its scan on close (test_slow's loop, some
+	// seconds for 20 KB) takes the one worker that scans on close, so the
+	// marked files written next wait in the queue while the rules are
+	// reloaded.
+	writeFile(t, filepath.Join(d.Dir, "slow"), "FANGUARD-SLOW-TEST"+strings.Repeat("x", 20000), 0o644)
+	d.waitCounter("close_queued", 1)
+	const marked = 5
+	for i := range marked {
+		writeFile(t, filepath.Join(d.Dir, fmt.Sprintf("marked-%d", i)), fmt.Sprintf("FANGUARD-RELOAD-MARKER %d\n", i), 0o644)
+	}
+	writeFile(t, filepath.Join(d.RulesDir, "reload.yar"), `rule test_reload_marker { strings: $m = "FANGUARD-RELOAD-MARKER" condition: $m }`, 0o644)
+	if code, body, err := controlDo(d.Control, "POST", "/reload"); err != nil || code != 200 {
+		t.Fatalf("reload: %d %s %v", code, body, err)
+	}
+	if st := getStatus(t, d); st.OnClose.Waiting < marked {
+		t.Skipf("only %d files still queued once the rules were reloaded: the machine scanned faster than this test can tell", st.OnClose.Waiting)
+	}
+	c := d.waitCounterWithin("close_scans", 1+marked, 60*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	var found int
+	for {
+		found = 0
+		for _, r := range records(t, d, 0, 0) {
+			if r.OnClose && r.Matches[0].Rule == "test_reload_marker" {
+				found++
+			}
+		}
+		if found == marked || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if found != marked {
+		t.Errorf("%d of the %d marked files detected on close with the reloaded rules, want all (counters %v)", found, marked, c)
+	}
+	for i := range marked {
+		if err := read(t, filepath.Join(d.Dir, fmt.Sprintf("marked-%d", i))); !errors.Is(err, unix.EPERM) {
+			t.Errorf("open of marked-%d after its detection on close: %v, want EPERM", i, err)
+		}
+	}
+}
