@@ -268,8 +268,8 @@ func (d *Daemon) nextClose() *job {
 	return nil
 }
 
-// closeSlot takes one of the closeScanWorkers slots for a scan on close,
-// if one is free.
+// closeSlot takes one of the slots for a scan on close (workers - 1, at
+// least one), if one is free.
 func (d *Daemon) closeSlot() bool {
 	if d.closeRunning.Add(1) > int32(max(1, d.cfg.Workers-1)) {
 		d.closeRunning.Add(-1)
