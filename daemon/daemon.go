@@ -75,7 +75,13 @@ type Daemon struct {
 	reloadMu sync.Mutex              // serializes reloads
 
 	group *fan.Group // permission events
-	notif *fan.Group // writers' closes, to invalidate cached verdicts
+	notif *fan.Group // writers' closes, to invalidate cached verdicts (and scan on close)
+	// closeq holds the files writers closed, waiting for a scan on
+	// close (onclose.go); nil when [scan] on_close is off.
+	closeq *closeQueue
+	// closeRunning counts the workers on a scan on close, or about to
+	// take one (closeSlot).
+	closeRunning atomic.Int32
 	// kern is the seam to the kernel for the event path: the group and
 	// fan's fd functions, or a fake in unit tests.
 	kern  kernel
@@ -209,7 +215,9 @@ func New(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	notif, err := fan.NewGroup(fan.GroupOptions{Notification: true})
+	// With scans on close, the writer's pidfd: its uid for exclude_uids,
+	// and a safe look at who wrote a detected file.
+	notif, err := fan.NewGroup(fan.GroupOptions{Notification: true, Pidfd: opts.Config.Scan.OnClose})
 	if err != nil {
 		g.Close()
 		return nil, err
@@ -237,6 +245,9 @@ func New(opts Options) (*Daemon, error) {
 		started:    time.Now(),
 	}
 	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
+	if opts.Config.Scan.OnClose {
+		d.closeq = newCloseQueue(opts.Config.Scan.OnCloseQueue, d.kern.CloseFd, &d.stats)
+	}
 	d.stats.logDropped = opts.LogDropped
 	d.procReads.abandoned = &d.stats.OpenerReadsAbandoned
 	d.refreshExeIDs()
@@ -724,6 +735,9 @@ func (d *Daemon) shutdown(readerErr chan error, heldDone chan struct{}, workers 
 		d.log.Warn("scans still running at shutdown; the kernel allows what is left",
 			zap.Int64("inflight", d.inflight.Load()))
 	}
+	if d.closeq != nil {
+		d.closeq.close() // the files still waiting for a scan on close
+	}
 	d.group.Close()
 	d.notif.Close()
 	return err
@@ -1046,9 +1060,11 @@ func (d *Daemon) answerEvent(ev fan.Event, v policy.Verdict, read time.Time) {
 // watchWrites reads the notification group: a writer closed a file, so its
 // cached verdicts go — the daemon's entry and the kernel's ignore mark —
 // which catches what the kernel's own clearing misses (writes through a
-// shared mapping, through other listeners' fds).
+// shared mapping, through other listeners' fds). With [scan] on_close,
+// the file is then queued for a scan (onclose.go).
 func (d *Daemon) watchWrites() error {
 	buf := make([]byte, readBufferSize)
+	var scratch [4096]byte
 	for {
 		n, err := d.notif.Read(buf)
 		if errors.Is(err, fan.ErrEventDenied) {
@@ -1070,6 +1086,9 @@ func (d *Daemon) watchWrites() error {
 				return fmt.Errorf("parsing events: %w", err)
 			}
 			off += size
+			if ev.Fd < 0 || d.closeq == nil {
+				d.closePidfd(ev.Pidfd)
+			}
 			switch {
 			case ev.IsOverflow():
 				d.invalidateAll("the notification queue overflowed")
@@ -1079,6 +1098,13 @@ func (d *Daemon) watchWrites() error {
 				// or we are out of fds). Which file, it does not say.
 				d.stats.InvalidationsLost.Add(1)
 				d.invalidateAll("a writer's close came for a file the kernel could not open for us: " + syscall.Errno(-ev.Fd).Error())
+			case d.closeq != nil:
+				if fi, ok := d.invalidate(ev.Fd); ok {
+					d.queueClose(ev, fi, time.Now(), scratch[:]) // takes the fds
+				} else {
+					d.kern.CloseFd(ev.Fd)
+					d.closePidfd(ev.Pidfd)
+				}
 			default:
 				d.invalidate(ev.Fd)
 				d.kern.CloseFd(ev.Fd)
@@ -1087,11 +1113,12 @@ func (d *Daemon) watchWrites() error {
 	}
 }
 
-// invalidate drops the cached verdicts of the file behind fd.
-func (d *Daemon) invalidate(fd int32) {
+// invalidate drops the cached verdicts of the file behind fd, and
+// returns what it stated of it; false if it is not a regular file.
+func (d *Daemon) invalidate(fd int32) (fan.FileInfo, bool) {
 	fi, err := d.kern.Stat(fd)
 	if err != nil || !fi.IsRegular() {
-		return
+		return fi, false
 	}
 	d.stats.Invalidations.Add(1)
 	d.scansMu.Lock()
@@ -1103,6 +1130,7 @@ func (d *Daemon) invalidate(fd int32) {
 	if d.kern.Unignore(fd) == nil {
 		d.stats.KernelUnmarks.Add(1)
 	}
+	return fi, true
 }
 
 // invalidateAll drops every cached verdict, in the kernel and here.

@@ -31,6 +31,10 @@ type job struct {
 	answered atomic.Bool
 	started  atomic.Bool // a worker took it (for the reader: a scan of an answered job that still runs is worth waiting for)
 	refs     atomic.Int32
+	// onClose: a scan of a file a writer closed (onclose.go), with no
+	// event to answer, no timer, and not counted in inflight nor by the
+	// scheduler.
+	onClose bool
 
 	// Guarded by Daemon.scansMu while the job is in Daemon.scans:
 	followers []*job // events for the same file and stamp, answered with this job's verdict
@@ -48,12 +52,29 @@ func newJob(d *Daemon) *job {
 // the scheduler. It takes ev's pidfd. Only the reader calls it.
 func (j *job) start(ev fan.Event, uid uint32, fi fan.FileInfo, read time.Time) {
 	j.fd, j.pid, j.pidfd, j.uid, j.info, j.read = ev.Fd, ev.Pid, ev.Pidfd, uid, fi, read
+	j.onClose = false
 	j.dirty = false
 	j.followers = j.followers[:0]
 	j.answered.Store(false)
 	j.started.Store(false)
 	j.refs.Store(2) // the scanning side's and the timer's
 	j.timer.Reset(j.d.cfg.Budget - time.Since(read))
+}
+
+// startClose arms a recycled job for the scan of a file a writer closed,
+// stated as fi: it takes it's fds. The job counts as answered (no open
+// waits for it) and started, so that opens of the same file and stamp
+// wait for its verdict (see handle); its only reference is the scanning
+// side's.
+func (j *job) startClose(it *closeItem, fi fan.FileInfo) {
+	j.fd, j.pid, j.pidfd, j.uid, j.info, j.read = it.fd, it.pid, it.pidfd, it.uid, fi, it.read
+	it.fd, it.pidfd = -1, -1
+	j.onClose = true
+	j.dirty = false
+	j.followers = j.followers[:0]
+	j.answered.Store(true)
+	j.started.Store(true)
+	j.refs.Store(1)
 }
 
 // answer sends v unless the event was answered already, and reports
@@ -129,7 +150,9 @@ func (j *job) release() {
 		j.pidfd = -1
 	}
 	clear(j.followers)
-	d.inflight.Add(-1)
-	d.sched.leave(j.uid)
+	if !j.onClose {
+		d.inflight.Add(-1)
+		d.sched.leave(j.uid)
+	}
 	d.jobs.Put(j)
 }

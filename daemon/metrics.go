@@ -65,6 +65,12 @@ var counterHelp = map[string]string{
 	"opener_reads_abandoned": "Reads under an opener's /proc for a record given up (the opener held them) or not tried (too many held).",
 	"vault_full":             "Quarantine moves refused because the vault would pass max_bytes; the file stays, denied.",
 	"foreign_filesystems":    "Filesystems marked in other mount namespaces (containers, user namespaces), now.",
+	"close_queued":           "Files queued for a scan after a writer closed them ([scan] on_close).",
+	"close_merged":           "Closes of a file already queued for a scan on close: queued once, with the latest fd.",
+	"close_dropped":          "Files dropped unscanned from the full on-close queue, oldest first: their first open scans them.",
+	"close_skipped":          "Writers' closes not scanned: too large, excluded, cached already, being scanned, or gone.",
+	"close_scans":            "Scans run after a writer closed the file (also counted in scans).",
+	"close_detections":       "Detections made when a writer closed the file (also counted in detections).",
 }
 
 // isLevel tells the counters that are levels (gauges), not running totals.
@@ -348,6 +354,7 @@ type Status struct {
 	Latency       StatusLatency     `json:"latency"`
 	ScanLatency   StatusLatency     `json:"scan_latency"`
 	Cache         StatusCache       `json:"cache"`
+	OnClose       StatusOnClose     `json:"on_close"`
 	Counters      map[string]int64  `json:"counters"`
 	Detections    []RecentDetection `json:"last_detections"`
 	// Unscanned counts, per uid of the opener, the opens answered without
@@ -444,6 +451,7 @@ func (d *Daemon) status() Status {
 		Counters:    d.stats.snapshot(),
 		Detections:  d.stats.recent.last(),
 		TopTalkers:  d.topTalkers(),
+		OnClose:     d.closeStatus(),
 	}
 	if !st.Health.Healthy {
 		st.Health.Reason = d.unhealthyReason()

@@ -62,6 +62,7 @@ func (q *QuarantineRecorder) Record(ctx context.Context, d *Detection) (int64, e
 		Time:            d.Time,
 		Action:          recordAction(d.Action),
 		Late:            d.Late,
+		OnClose:         d.OnClose,
 		SHA256:          d.SHA256,
 		Size:            d.Size,
 		Path:            d.Path,

@@ -42,11 +42,15 @@ type Recorder interface {
 
 // Detection is what the daemon knows of one detection.
 type Detection struct {
-	Time       time.Time
-	Action     policy.Action  // what is done: ActionAudit, ActionDeny or ActionQuarantine
-	Verdict    policy.Verdict // the scan's verdict
-	Answered   policy.Verdict // the answer the open got
-	Late       bool           // the budget ran out first: the open got on_timeout
+	Time     time.Time
+	Action   policy.Action  // what is done: ActionAudit, ActionDeny or ActionQuarantine
+	Verdict  policy.Verdict // the scan's verdict
+	Answered policy.Verdict // the answer the open got
+	Late     bool           // the budget ran out first: the open got on_timeout
+	// OnClose: found when a writer closed the file, by a scan on close;
+	// no open was answered (Answered is what later opens get), and PID,
+	// Exe, Cmdline and UID are the writer's.
+	OnClose    bool
 	Matches    []scanner.Match
 	SHA256     string
 	Size       int64
@@ -267,6 +271,9 @@ func (m *recentRecordsMap) put(k recordKey, id int64) {
 // and after its record.
 func (d *Daemon) logDetection(det *Detection, id int64) {
 	msg := "detection"
+	if det.OnClose {
+		msg = "detection on close: found when a writer closed the file, before any open"
+	}
 	if det.Late {
 		msg = "late detection: the budget ran out before the scan finished, the open was answered with on_timeout"
 	}
@@ -293,6 +300,7 @@ func (d *Daemon) logDetection(det *Detection, id int64) {
 			zap.Stringer("verdict", det.Verdict),
 			zap.Stringer("answered", det.Answered),
 			zap.Bool("late", det.Late),
+			zap.Bool("on_close", det.OnClose),
 			zap.Strings("strings", strs),
 		)
 	}

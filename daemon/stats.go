@@ -56,6 +56,14 @@ type Stats struct {
 	VaultFull            atomic.Uint64 // quarantine moves refused: the vault would pass max_bytes
 	ForeignFilesystems   atomic.Int64  // filesystems marked in other mount namespaces, now
 
+	// Scans on close ([scan] on_close, onclose.go).
+	CloseQueued     atomic.Uint64 // files queued for a scan after a writer closed them
+	CloseMerged     atomic.Uint64 // closes of a file already queued: queued once, with the latest fd
+	CloseDropped    atomic.Uint64 // files dropped from the full queue, oldest first: their first open scans
+	CloseSkipped    atomic.Uint64 // closes not scanned: too large, excluded, cached already, being scanned, gone
+	CloseScans      atomic.Uint64 // scans run on close (also counted in Scans)
+	CloseDetections atomic.Uint64 // detections made on close (also counted in Detections)
+
 	Decision latencyHistogram // from reading an event to answering it
 	Scan     latencyHistogram // one YARA scan of a file's content
 
@@ -115,6 +123,12 @@ func (s *Stats) counters() []counter {
 		u("opener_reads_abandoned", &s.OpenerReadsAbandoned),
 		u("vault_full", &s.VaultFull),
 		{"foreign_filesystems", s.ForeignFilesystems.Load()},
+		u("close_queued", &s.CloseQueued),
+		u("close_merged", &s.CloseMerged),
+		u("close_dropped", &s.CloseDropped),
+		u("close_skipped", &s.CloseSkipped),
+		u("close_scans", &s.CloseScans),
+		u("close_detections", &s.CloseDetections),
 		{"log_dropped", s.logDroppedCount()},
 		{"latency_p50_us", s.Decision.quantile(0.50).Microseconds()},
 		{"latency_p99_us", s.Decision.quantile(0.99).Microseconds()},
@@ -258,14 +272,17 @@ type RecentDetection struct {
 	Rules  []string  `json:"rules"`
 	Action string    `json:"action"`
 	Late   bool      `json:"late,omitempty"`
-	Exe    string    `json:"exe,omitempty"`
-	PID    int32     `json:"pid"`
-	Record int64     `json:"record"` // -1: not recorded
+	// OnClose: found when a writer closed the file (PID and Exe are the
+	// writer's), not at an open.
+	OnClose bool   `json:"on_close,omitempty"`
+	Exe     string `json:"exe,omitempty"`
+	PID     int32  `json:"pid"`
+	Record  int64  `json:"record"` // -1: not recorded
 }
 
 func (r *recentDetections) add(det *Detection, id int64) {
 	rd := RecentDetection{Time: det.Time, Path: string(det.Path), Action: det.Action.String(),
-		Late: det.Late, Exe: det.Exe, PID: det.PID, Record: id}
+		Late: det.Late, OnClose: det.OnClose, Exe: det.Exe, PID: det.PID, Record: id}
 	for _, m := range det.Matches {
 		rd.Rules = append(rd.Rules, m.Rule)
 	}

@@ -52,6 +52,10 @@ func (w *worker) run() {
 		if !ok {
 			return
 		}
+		if j != nil && j.onClose {
+			w.processClose(j)
+			continue
+		}
 		if j != nil {
 			uid, wasBig := j.uid, big(j)
 			w.process(j)
@@ -89,7 +93,22 @@ func (w *worker) next(spin time.Duration) (*job, bool) {
 		}
 	}
 	if !got {
-		_, ok = <-ready
+		if cq := w.d.closeq; cq != nil {
+			// Idle: a file a writer closed may be scanned, unless an
+			// open's job came meanwhile (it goes first).
+			select {
+			case _, ok = <-ready:
+			case <-cq.wake:
+				select {
+				case _, ok = <-ready:
+					cq.signal() // for another idle worker, or for this one later
+				default:
+					return w.d.nextClose(), true
+				}
+			}
+		} else {
+			_, ok = <-ready
+		}
 	}
 	if !ok {
 		return nil, false

@@ -44,7 +44,13 @@ const (
 	wantMaxAge      = `a duration such as "90d", "720h" or "0" (keep forever)`
 	wantMaxBytes    = `a size such as "1GiB", "500MiB", or 0 (no bound)`
 	wantUIDs        = `an array of integers from 0 to 4294967295, such as [0, 1000]`
+	wantBool        = `true or false`
+	wantCloseQueue  = `an integer from 1 to 16384`
 )
+
+// maxCloseQueue bounds scan.on_close_queue: each file queued holds up to
+// two fds of the daemon.
+const maxCloseQueue = 16384
 
 // autoPerUID is max_pending_per_uid = 0: 32 events per worker, at least
 // 64. More than the workers can scan within a budget only makes a user's
@@ -74,6 +80,7 @@ func Default() Config {
 		Protect: ProtectConfig{
 			FSTypes: defaultFSTypes(),
 		},
+		Scan:    ScanConfig{OnClose: true, OnCloseQueue: 512},
 		Cache:   CacheConfig{Entries: 1_000_000},
 		Control: ControlConfig{Socket: "/run/fanguard/control.sock"},
 		Quarantine: QuarantineConfig{
@@ -162,6 +169,7 @@ type rawConfig struct {
 
 	Rules      rawRules      `toml:"rules"`
 	Protect    rawProtect    `toml:"protect"`
+	Scan       rawScan       `toml:"scan"`
 	Cache      rawCache      `toml:"cache"`
 	Control    rawControl    `toml:"control"`
 	Quarantine rawQuarantine `toml:"quarantine"`
@@ -174,6 +182,11 @@ type rawQuarantine struct {
 	Vault    any `toml:"vault"`
 	MaxAge   any `toml:"max_age"`
 	MaxBytes any `toml:"max_bytes"`
+}
+
+type rawScan struct {
+	OnClose      any `toml:"on_close"`
+	OnCloseQueue any `toml:"on_close_queue"`
 }
 
 type rawControl struct {
@@ -331,6 +344,17 @@ func (c *checker) convert(raw *rawConfig) Config {
 	}
 	if uids, ok := c.uids("protect.exclude_uids", raw.Protect.ExcludeUIDs); ok {
 		p.ExcludeUIDs = uids
+	}
+
+	switch v := raw.Scan.OnClose.(type) {
+	case nil:
+	case bool:
+		cfg.Scan.OnClose = v
+	default:
+		c.bad("scan.on_close", -1, v, "is not a boolean", wantBool)
+	}
+	if n, ok := c.integer("scan.on_close_queue", raw.Scan.OnCloseQueue, 1, maxCloseQueue, wantCloseQueue); ok {
+		cfg.Scan.OnCloseQueue = int(n)
 	}
 
 	if n, ok := c.integer("cache.entries", raw.Cache.Entries, 0, maxCacheSize, wantCache); ok {

@@ -32,6 +32,7 @@ func TestDefault(t *testing.T) {
 		Protect: ProtectConfig{
 			FSTypes: []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "vfat", "exfat", "f2fs", "iso9660"},
 		},
+		Scan:    ScanConfig{OnClose: true, OnCloseQueue: 512},
 		Cache:   CacheConfig{Entries: 1_000_000},
 		Control: ControlConfig{Socket: "/run/fanguard/control.sock"},
 		Quarantine: QuarantineConfig{Action: ActionQuarantine, DB: "/var/lib/fanguard/quarantine.db",
@@ -74,7 +75,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"mode", "budget", "on_timeout", "on_error", "on_oversize", "on_overload",
 		"workers", "max_file_size", "max_pending", "max_pending_per_uid", "scan_timeout", "rules.dirs",
 		"protect.paths", "protect.fs_types", "protect.exclude_paths",
-		"protect.exclude_exe", "protect.exclude_uids", "cache.entries", "rules.cache_dir", "control.socket",
+		"protect.exclude_exe", "protect.exclude_uids", "scan.on_close", "scan.on_close_queue", "cache.entries", "rules.cache_dir", "control.socket",
 		"quarantine.action", "quarantine.db", "quarantine.vault", "quarantine.max_age", "quarantine.max_bytes", "log.level",
 	} {
 		p, ok := pos[key]
@@ -200,6 +201,11 @@ level = "debug"
 				}
 				c.Log.Level = "debug"
 			},
+		},
+		{
+			name: "scan on close off, queue bound",
+			doc:  "[scan]\non_close = false\non_close_queue = 64",
+			want: func(c *Config) { c.Scan = ScanConfig{OnClose: false, OnCloseQueue: 64} },
 		},
 		{
 			name: "workers 0 is one per CPU",
@@ -414,7 +420,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "mdoe = \"audit\"\n",
-			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, max_pending_per_uid, scan_timeout at the top level, or the tables [rules], [protect], [cache], [control], [quarantine], [log])`},
+			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, max_pending_per_uid, scan_timeout at the top level, or the tables [rules], [protect], [scan], [cache], [control], [quarantine], [log])`},
 		},
 		{
 			name: "top-level key below a table",
@@ -551,6 +557,21 @@ func TestParseErrors(t *testing.T) {
 			name: "control.socket relative",
 			doc:  "[control]\nsocket = \"control.sock\"",
 			want: []string{`test.toml:2: control.socket: "control.sock" is not an absolute path (want an absolute path, such as "/run/fanguard/control.sock")`},
+		},
+		{
+			name: "scan.on_close not a boolean",
+			doc:  "[scan]\non_close = \"yes\"",
+			want: []string{`test.toml:2: scan.on_close: "yes" is not a boolean (want true or false)`},
+		},
+		{
+			name: "scan.on_close_queue zero",
+			doc:  "[scan]\non_close_queue = 0",
+			want: []string{`test.toml:2: scan.on_close_queue: 0 is out of range (want an integer from 1 to 16384)`},
+		},
+		{
+			name: "scan.on_close_queue too many",
+			doc:  "[scan]\non_close = false\non_close_queue = 16385",
+			want: []string{`test.toml:3: scan.on_close_queue: 16385 is out of range (want an integer from 1 to 16384)`},
 		},
 		{
 			name: "cache.entries negative",

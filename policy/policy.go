@@ -65,6 +65,7 @@ type Config struct {
 
 	Rules      RulesConfig
 	Protect    ProtectConfig
+	Scan       ScanConfig
 	Cache      CacheConfig
 	Control    ControlConfig
 	Quarantine QuarantineConfig
@@ -89,6 +90,19 @@ type ProtectConfig struct {
 	ExcludePaths []string // exclude_paths: files at or below these paths are not scanned
 	ExcludeExe   []string // exclude_exe: opens by these executables are not scanned
 	ExcludeUIDs  []uint32 // exclude_uids: opens by processes with these real uids are not scanned
+}
+
+// ScanConfig is the [scan] table.
+type ScanConfig struct {
+	// OnClose scans a regular file in the background when a writer
+	// closes it, while the workers have no open to scan, so that its
+	// first open finds the verdict cached and a detection is acted on
+	// before anyone reads the file.
+	OnClose bool // on_close
+	// OnCloseQueue bounds the files waiting for a scan on close, the
+	// newest kept; each holds up to two fds of the daemon (the file's
+	// and the writer's pidfd).
+	OnCloseQueue int // on_close_queue
 }
 
 // CacheConfig is the [cache] table.

@@ -299,9 +299,9 @@ func TestMigrationFromVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Count != 1 || !r.LastSeen.Equal(at) || r.CmdlineLen != int64(len(long)) || !bytes.Equal(r.Cmdline, long) ||
-		r.MatchesOmitted != 0 || r.Matches[0].Strings[0].Len != 3 {
-		t.Errorf("old row reads as count %d, last seen %v, cmdline %d of %d bytes, %d matches omitted, string len %d",
-			r.Count, r.LastSeen, len(r.Cmdline), r.CmdlineLen, r.MatchesOmitted, r.Matches[0].Strings[0].Len)
+		r.MatchesOmitted != 0 || r.Matches[0].Strings[0].Len != 3 || r.OnClose {
+		t.Errorf("old row reads as count %d, last seen %v, cmdline %d of %d bytes, %d matches omitted, string len %d, on close %v",
+			r.Count, r.LastSeen, len(r.Cmdline), r.CmdlineLen, r.MatchesOmitted, r.Matches[0].Strings[0].Len, r.OnClose)
 	}
 	if err := s.AddRepeats(ctx, []Repeat{{ID: 1, N: 2, Last: at.Add(time.Hour)}}); err != nil {
 		t.Fatal(err)

@@ -81,6 +81,9 @@ type Record struct {
 	Action string    // ActionAudit, ActionDeny or ActionQuarantine
 	State  string    // StateRecorded, ...; Add takes "" as StateRecorded
 	Late   bool      // detected after the budget ran out (the open was already answered)
+	// OnClose: detected when a writer closed the file (a scan on close),
+	// not at an open: PID, Exe, Cmdline and ProcUID are the writer's.
+	OnClose bool
 
 	SHA256 string    // lower-case hex sha256 of the scanned content
 	Size   int64     // size of the scanned content

@@ -81,6 +81,9 @@ var schema = []string{
 	ALTER TABLE records ADD COLUMN last_seen        INTEGER NOT NULL DEFAULT 0; -- Unix nanoseconds; 0: time
 	ALTER TABLE records ADD COLUMN cmdline_len      INTEGER NOT NULL DEFAULT 0; -- 0: length(cmdline)
 	ALTER TABLE records ADD COLUMN matches_omitted  INTEGER NOT NULL DEFAULT 0;`,
+	// Detections made when a writer closed the file, not at an open. Old
+	// rows read as found at an open.
+	`ALTER TABLE records ADD COLUMN on_close INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // Open opens the log at path, creating it (file 0600, directory 0700) and
@@ -213,11 +216,11 @@ func (s *Store) Add(ctx context.Context, r *Record) (int64, error) {
 	}
 	res, err := s.db.ExecContext(ctx, `INSERT INTO records (time, action, state, late, sha256, size, path, dev, ino, mode,
 		uid, gid, mtime, pid, exe, cmdline, cmdline_len, proc_uid, rules_generation, vault_name, matches, matches_omitted,
-		count, last_seen)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		count, last_seen, on_close)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		nanos(b.Time), b.Action, b.State, b.Late, b.SHA256, b.Size, nonNil(b.Path), int64(b.Dev), int64(b.Ino), int64(b.Mode),
 		int64(b.UID), int64(b.GID), nanos(b.Mtime), int64(b.PID), nonNil(b.Exe), nonNil(b.Cmdline), b.CmdlineLen, int64(b.ProcUID),
-		b.RulesGeneration, b.VaultName, string(mj), b.MatchesOmitted, b.Count, nanos(b.LastSeen))
+		b.RulesGeneration, b.VaultName, string(mj), b.MatchesOmitted, b.Count, nanos(b.LastSeen), b.OnClose)
 	if err != nil {
 		return 0, fmt.Errorf("adding a record: %w", full(err))
 	}
@@ -284,7 +287,7 @@ func (s *Store) AddRepeats(ctx context.Context, reps []Repeat) error {
 // seen at their time, with their whole command line.
 const recordColumns = `id, time, action, state, late, sha256, size, path, dev, ino, mode, uid, gid, mtime,
 	pid, exe, cmdline, max(cmdline_len, length(cmdline)), proc_uid, rules_generation, vault_name, matches, matches_omitted,
-	count, max(last_seen, time)`
+	count, max(last_seen, time), on_close`
 
 type scanner interface{ Scan(...any) error }
 
@@ -298,7 +301,7 @@ func scanRecord(row scanner) (Record, error) {
 	)
 	err := row.Scan(&r.ID, &tm, &r.Action, &r.State, &r.Late, &r.SHA256, &r.Size, &r.Path, &dev, &ino, &mode,
 		&uid, &gid, &mtime, &pid, &r.Exe, &r.Cmdline, &r.CmdlineLen, &procUID, &r.RulesGeneration, &r.VaultName, &matches,
-		&r.MatchesOmitted, &r.Count, &lastSeen)
+		&r.MatchesOmitted, &r.Count, &lastSeen, &r.OnClose)
 	if err != nil {
 		return r, err
 	}

@@ -21,7 +21,7 @@ import (
 func fullRecord() *Record {
 	return &Record{
 		Time: time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC), Action: ActionQuarantine, State: StateRecorded, Late: true,
-		SHA256: strings.Repeat("ab", 32), Size: 68, Path: []byte("/tmp/a\nb\xff\x00c"),
+		OnClose: true, SHA256: strings.Repeat("ab", 32), Size: 68, Path: []byte("/tmp/a\nb\xff\x00c"),
 		Dev: 1<<63 + 5, Ino: 1<<64 - 1, Mode: 0o100755, UID: 1000, GID: 1<<32 - 1,
 		Mtime: time.Unix(1700000000, 987654321), PID: 1 << 30, Exe: []byte("/usr/bin/\xfecat"),
 		Cmdline: []byte("cat\x00/tmp/a\nb\x00"), ProcUID: 1000, RulesGeneration: "0123456789abcdef",

@@ -182,6 +182,13 @@ type options struct {
 	// cgroupProcs, if set, is the cgroup.procs file (v1 or v2) of the
 	// cgroup to start the daemon in.
 	cgroupProcs string
+	// onClose turns [scan] on_close on (its default). The tests leave it
+	// off unless they are about it: scans on close run in the background,
+	// at times a test does not choose, and would move the counters the
+	// others check.
+	onClose bool
+	// closeQueue, if set, is [scan] on_close_queue.
+	closeQueue int
 }
 
 // startDaemon mounts a tmpfs, writes a config that protects only it, runs
@@ -214,6 +221,10 @@ func startDaemon(t *testing.T, o options) *daemon {
 		"[quarantine]\ndb = %q\nvault = %q\n%s\n%s\n",
 		o.config, strings.Join(dirs, ", "), filepath.Join(work, "cache"), dir, control,
 		filepath.Join(work, "quarantine.db"), filepath.Join(work, "vault"), quarantine, o.tables)
+	cfg += fmt.Sprintf("[scan]\non_close = %v\n", o.onClose)
+	if o.closeQueue > 0 {
+		cfg += fmt.Sprintf("on_close_queue = %d\n", o.closeQueue)
+	}
 	cfgPath := filepath.Join(work, "fanguard.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

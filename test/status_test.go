@@ -72,12 +72,18 @@ type statusDoc struct {
 	} `json:"cache"`
 	Counters       map[string]float64 `json:"counters"`
 	LastDetections []struct {
-		Path   string    `json:"path"`
-		Rules  []string  `json:"rules"`
-		Action string    `json:"action"`
-		Record int64     `json:"record"`
-		Time   time.Time `json:"time"`
+		Path    string    `json:"path"`
+		Rules   []string  `json:"rules"`
+		Action  string    `json:"action"`
+		Record  int64     `json:"record"`
+		Time    time.Time `json:"time"`
+		OnClose bool      `json:"on_close"`
 	} `json:"last_detections"`
+	OnClose struct {
+		Enabled bool `json:"enabled"`
+		Waiting int  `json:"waiting"`
+		Bound   int  `json:"bound"`
+	} `json:"on_close"`
 }
 
 func getStatus(t *testing.T, d *daemon) statusDoc {

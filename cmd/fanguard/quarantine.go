@@ -189,6 +189,9 @@ against the whole path: "*" and "?" do not match "/", "**" does.
 				if r.Late {
 					act += " (late)"
 				}
+				if r.OnClose {
+					act += " (on close)"
+				}
 				last := "-"
 				if r.Count > 1 {
 					last = r.LastSeen.Local().Format("2006-01-02 15:04:05")
@@ -815,6 +818,9 @@ func showRecord(out io.Writer, r *quarantine.Record, ctx map[[2]int]matchContext
 	if r.Late {
 		when += " (late: after the open was answered)"
 	}
+	if r.OnClose {
+		when += " (on close: found when the writer below closed the file, before any open)"
+	}
 	state := r.State
 	if r.VaultName != "" {
 		state += " (vault file " + r.VaultName + ")"
@@ -933,6 +939,7 @@ type recordJSON struct {
 	Action          string      `json:"action"`
 	State           string      `json:"state"`
 	Late            bool        `json:"late"`
+	OnClose         bool        `json:"on_close"`
 	Count           int64       `json:"count"`     // times seen
 	LastSeen        time.Time   `json:"last_seen"` // "time" is the first
 	SHA256          string      `json:"sha256"`
@@ -1001,7 +1008,7 @@ type actorJSON struct {
 
 func toJSON(r *quarantine.Record, ctx map[[2]int]matchContext) recordJSON {
 	j := recordJSON{
-		ID: r.ID, Time: r.Time, Action: r.Action, State: r.State, Late: r.Late, Count: r.Count, LastSeen: r.LastSeen,
+		ID: r.ID, Time: r.Time, Action: r.Action, State: r.State, Late: r.Late, OnClose: r.OnClose, Count: r.Count, LastSeen: r.LastSeen,
 		SHA256: r.SHA256, Size: r.Size, MatchesOmitted: r.MatchesOmitted,
 		Path: jsonText(r.Path), PathB64: nonNilBytes(r.Path), Dev: r.Dev, Ino: r.Ino, Mode: r.Mode, UID: r.UID, GID: r.GID,
 		Mtime: r.Mtime, RulesGeneration: r.RulesGeneration, VaultName: r.VaultName, Matches: []matchJSON{},

@@ -136,6 +136,13 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	} else {
 		line("Cache", "no lookups yet, %d entries", st.Cache.Entries)
 	}
+	if oc := st.OnClose; oc.Enabled {
+		line("On close", "%d scans, %s, %d queued (%d merged), %d dropped, %d skipped; %d waiting of %d",
+			c["close_scans"], plural(int(c["close_detections"]), "detection"), c["close_queued"], c["close_merged"],
+			c["close_dropped"], c["close_skipped"], oc.Waiting, oc.Bound)
+	} else {
+		line("On close", "off ([scan] on_close = false)")
+	}
 	line("Uptime", "%s (since %s)", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second).String(),
 		st.Started.Local().Format("2006-01-02 15:04:05 MST"))
 	line("Version", "%s", st.Version)
@@ -175,6 +182,9 @@ func printStatus(out io.Writer, st *daemon.Status) {
 			rec := "not recorded"
 			if d.Record >= 0 {
 				rec = fmt.Sprintf("record %d", d.Record)
+			}
+			if d.OnClose {
+				rec += ", on close"
 			}
 			fmt.Fprintf(&b, "  %s %-10s %s %s (%s)\n", d.Time.Local().Format("2006-01-02 15:04:05"), d.Action,
 				strings.Join(d.Rules, ","), quotePath(d.Path), rec)
