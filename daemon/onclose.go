@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"path/filepath"
@@ -338,6 +337,9 @@ func (w *worker) processClose(j *job) {
 		d.stats.CloseScans.Add(1)
 	}
 	v = w.checkAllowList(&o, v)
+	if o.allowSeen {
+		o.sha256 = hex.EncodeToString(o.sum[:])
+	}
 	o.verdict = v
 	cacheable := o.err == nil && o.complete
 	detected := len(o.matches) > 0
@@ -426,24 +428,21 @@ type StatusOnClose struct {
 }
 
 // checkAllowList takes a scan with matches (o) and its verdict v: it
-// fills in the content's sha256, for the allow list and the record, and
-// returns Allow, with the matches dropped, when the allow list has it.
-// The same as process does for an open's scan.
+// looks the content's sha256 up in the allow list in memory (allow.go) and
+// returns Allow, with the matches dropped, when the list has it. Clean
+// then, for the caches too; logged after the answer. The hex of the sum,
+// for the record, is made after the answer (o.allowSeen).
 func (w *worker) checkAllowList(o *outcome, v policy.Verdict) policy.Verdict {
-	d := w.d
 	if len(o.matches) == 0 {
 		return v
 	}
-	sum := sha256.Sum256(w.buf[:o.n])
-	o.sha256 = hex.EncodeToString(sum[:])
-	if d.recorder != nil {
-		if ok, err := d.recorder.Allowed(context.Background(), o.sha256); err == nil && ok {
-			// On the allow list: clean, for the caches too; logged
-			// after the answer.
-			d.stats.AllowListed.Add(1)
-			o.allowListed = true
-			o.matches, v = nil, policy.Allow
-		}
+	d := w.d
+	o.sum = sha256.Sum256(w.buf[:o.n])
+	o.allow, o.allowSeen = d.allow.Load(), true
+	if o.allow.has(o.sum) {
+		d.stats.AllowListed.Add(1)
+		o.allowListed = true
+		o.matches, v = nil, policy.Allow
 	}
 	return v
 }

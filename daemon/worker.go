@@ -192,19 +192,7 @@ func (w *worker) process(j *job) {
 	} else {
 		v = w.scan(j, &o)
 	}
-	if len(o.matches) > 0 {
-		// Detections only, before the answer: the content's sha256, looked
-		// up in the allow list in memory (allow.go).
-		o.sum = sha256.Sum256(w.buf[:o.n])
-		o.allow, o.allowSeen = d.allow.Load(), true
-		if o.allow.has(o.sum) {
-			// On the allow list: clean, for the caches too; logged
-			// after the answer.
-			d.stats.AllowListed.Add(1)
-			o.allowListed = true
-			o.matches, v = nil, policy.Allow
-		}
-	}
+	v = w.checkAllowList(&o, v) // detections only, before the answer
 	o.verdict = v
 	cacheable := o.err == nil && o.complete
 	ours, kernelCached := j.answerMarked(v, cacheable && len(o.matches) == 0)
