@@ -183,7 +183,11 @@ func (ev *evaluator) eval(e ast.Expression) aval {
 		if id, ok := e.Callable.(*ast.Identifier); ok && e.Builtin && len(e.Arguments) == 1 {
 			if r, ok := reads[id.Identifier]; ok {
 				if a := ev.eval(e.Arguments[0]); a.isConst && a.c == 0 {
-					return aval{out: oAny, read: r.n, readBE: r.be}
+					out := oDef
+					if canShort(ev.class, r.n) {
+						out |= oUndef
+					}
+					return aval{out: out, read: r.n, readBE: r.be}
 				}
 			}
 			return anyVal

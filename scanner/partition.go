@@ -38,7 +38,7 @@ type Partition struct {
 type ClassSet struct {
 	Class   Class
 	Rules   int      // rules in the set, private ones included
-	Imports []string // modules the set imports, sorted
+	Imports []string // modules the set imports, sorted (of a whole file, those the parser read)
 }
 
 // emptyModules are the modules whose results are a function of the
@@ -96,11 +96,11 @@ func parseFile(in input) (*partFile, error) {
 		return nil, fmt.Errorf("reading %s: %w", in.Path, errChanged)
 	}
 	rs, err := parse(data)
+	pf.rs = rs // for the imports of a whole file, when it parsed
 	if err != nil {
 		pf.whole = err.Error()
 		return pf, nil
 	}
-	pf.rs = rs
 	facts := &ruleFacts{imports: map[string]bool{}, index: map[string]int{}}
 	for _, m := range rs.Imports {
 		facts.imports[m] = true
@@ -136,28 +136,29 @@ func parseFile(in input) (*partFile, error) {
 var zeroJump = regexp.MustCompile(`\[\s*0\s*(-\s*0\s*)?\]`)
 
 // parse parses a rule file and checks that writing it back gives the same
-// rules: an error says why the file cannot be split.
+// rules: an error says why the file cannot be split (with the parsed rules
+// when the parser could read it).
 func parse(data []byte) (*ast.RuleSet, error) {
 	rs, err := gyp.ParseString(string(data))
 	if err != nil {
 		return nil, fmt.Errorf("not split: the parser refuses it: %v", err)
 	}
 	if len(rs.Includes) > 0 {
-		return nil, errors.New("not split: uses include")
+		return rs, errors.New("not split: uses include")
 	}
 	var b bytes.Buffer
 	if err := rs.WriteSource(&b); err != nil {
-		return nil, fmt.Errorf("not split: cannot write it back: %v", err)
+		return rs, fmt.Errorf("not split: cannot write it back: %v", err)
 	}
 	again, err := gyp.ParseString(b.String())
 	if err != nil {
-		return nil, fmt.Errorf("not split: written back, it does not parse: %v", err)
+		return rs, fmt.Errorf("not split: written back, it does not parse: %v", err)
 	}
 	if !reflect.DeepEqual(stripLines(again), stripLines(cloneRules(rs))) {
-		return nil, errors.New("not split: written back, it parses differently")
+		return rs, errors.New("not split: written back, it parses differently")
 	}
 	if zeroJump.Match(data) {
-		return nil, errors.New("not split: a hex jump [0] would be written back as [-]")
+		return rs, errors.New("not split: a hex jump [0] would be written back as [-]")
 	}
 	return rs, nil
 }
@@ -377,6 +378,11 @@ func (rs *Ruleset) buildClass(files []*partFile, c Class, roots []string) (b cla
 			}
 			b.whole = true
 			b.count += rs.nsCount(pf.in.Name)
+			if pf.rs != nil {
+				for _, m := range pf.rs.Imports {
+					mods[m] = true
+				}
+			}
 			continue
 		}
 		keep := pf.keep(c)
