@@ -88,7 +88,6 @@ type ruleFacts struct {
 	imports map[string]bool // modules the file imports
 	index   map[string]int  // rule identifier → position in the file
 	can     [][numClasses]bool
-	strs    []map[string][]byte // per rule: string identifier → bytes content must start with for "at 0"
 }
 
 // evaluator evaluates the condition of one rule for one class.

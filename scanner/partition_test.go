@@ -369,7 +369,7 @@ func TestAnalysis(t *testing.T) {
 	all := []Class{other, pe, elf, macho}
 	tests := []struct {
 		name string
-		src  string            // a.yar
+		src  string             // a.yar
 		want map[string][]Class // rule → classes holding it
 	}{
 		{"true", `rule r { condition: true }`, map[string][]Class{"r": all}},
