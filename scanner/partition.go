@@ -7,9 +7,11 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VirusTotal/gyp"
@@ -130,6 +132,30 @@ func parseFile(in input) (*partFile, error) {
 	}
 	pf.can = facts.can
 	return pf, nil
+}
+
+// parseFiles parses and analyzes the files, on every CPU: parsing is most
+// of the partition's cost.
+func parseFiles(good []input) ([]*partFile, error) {
+	files := make([]*partFile, len(good))
+	errs := make([]error, len(good))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(good)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				files[i], errs[i] = parseFile(good[i])
+			}
+		}()
+	}
+	for i := range good {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return files, errors.Join(errs...)
 }
 
 // zeroJump finds a hex jump written [0] or [0-0], which the parser keeps as
@@ -290,16 +316,14 @@ type classBuild struct {
 // the whole set then stays in force and Partition.Reason says why. The
 // error is errChanged when a file changed since it was hashed.
 func (rs *Ruleset) partition(good []input, roots []string) error {
-	var files []*partFile
-	for _, in := range good {
-		pf, err := parseFile(in)
-		if err != nil {
-			return err
-		}
+	files, err := parseFiles(good)
+	if err != nil {
+		return err
+	}
+	for _, pf := range files {
 		if pf.whole != "" {
-			rs.Partition.Whole = append(rs.Partition.Whole, FileError{Path: in.Path, Msg: pf.whole})
+			rs.Partition.Whole = append(rs.Partition.Whole, FileError{Path: pf.in.Path, Msg: pf.whole})
 		}
-		files = append(files, pf)
 	}
 	var builds [numClasses]classBuild
 	fail := func(err error) error {
