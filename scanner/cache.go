@@ -26,6 +26,7 @@ import (
 //	"fanguard compiled rules\n"
 //	header: one line of JSON (cacheHeader), then "\n"
 //	the rules as libyara saves them (yr_rules_save_stream)
+//	each class set of the partition in force, saved the same way
 //
 // The header holds everything a Ruleset needs beyond the rules, per rule
 // file: the includes it resolved (re-read and compared before use), its
@@ -34,7 +35,7 @@ import (
 // read from the cache is the one the compile gave.
 const (
 	cacheMagic     = "fanguard compiled rules\n"
-	cacheFormat    = 1        // layout of the header; entries of another format are ignored
+	cacheFormat    = 2        // layout of the header; entries of another format are ignored
 	cacheSuffix    = ".rules" // after the generation
 	cacheKeep      = 3        // entries kept, newest first
 	cacheTmpPrefix = ".tmp-"  // entries being written
@@ -53,6 +54,27 @@ type cacheHeader struct {
 	Rules       int         `json:"rules"`        // number of rules
 	RulesSize   int64       `json:"rules_size"`   // bytes of saved rules after the header
 	RulesSHA256 string      `json:"rules_sha256"` // of those bytes
+
+	Partition *cachePartition `json:"partition"` // the partition Load made of these rules
+}
+
+// cachePartition is the partition of the cached rules: what Partition
+// says, and the class sets saved after the whole set, in the order of
+// Blobs.
+type cachePartition struct {
+	InForce    bool        `json:"in_force"`
+	Reason     string      `json:"reason,omitempty"`
+	Whole      []FileError `json:"whole,omitempty"`
+	Classes    []ClassSet  `json:"classes,omitempty"`
+	EmptyKnown bool        `json:"empty_known"`
+	Blobs      []cacheBlob `json:"blobs,omitempty"`
+}
+
+// cacheBlob is a class set saved in a cache entry.
+type cacheBlob struct {
+	Class  Class  `json:"class"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
 }
 
 // cacheFile is an input and what compiling it gave.
@@ -143,32 +165,75 @@ func readCache(p string, inputs []input, masked, roots []string) (*compiled, err
 			h.Generation, filepath.Base(p), gen)
 	}
 
-	if h.RulesSize <= 0 || h.RulesSize > maxCacheRules {
+	if h.RulesSize <= 0 || h.RulesSize > maxCacheRules || h.Partition == nil {
 		return nil, fmt.Errorf("implausible size of the compiled rules: %d bytes", h.RulesSize)
 	}
-	if want := int64(len(cacheMagic)+len(line)+1) + h.RulesSize; fi.Size() != want {
+	want := int64(len(cacheMagic)+len(line)+1) + h.RulesSize
+	for _, b := range h.Partition.Blobs {
+		if b.Size <= 0 || b.Size > maxCacheRules || b.Class >= numClasses {
+			return nil, fmt.Errorf("implausible class set: %v, %d bytes", b.Class, b.Size)
+		}
+		want += b.Size
+	}
+	if fi.Size() != want {
 		return nil, fmt.Errorf("file holds %d bytes, the header says %d", fi.Size(), want)
 	}
-	blob := make([]byte, h.RulesSize)
+	rules, err := readBlob(r, h.RulesSize, h.RulesSHA256)
+	if err != nil {
+		return nil, err
+	}
+	c.rules = rules
+	fail := func(err error) (*compiled, error) {
+		c.destroy()
+		return nil, err
+	}
+	if n := len(rules.GetRules()); n != h.Rules {
+		return fail(fmt.Errorf("compiled rules hold %d rules, the header says %d", n, h.Rules))
+	}
+	for _, b := range h.Partition.Blobs {
+		if c.classes[b.Class] != nil {
+			return fail(fmt.Errorf("class set %v saved twice", b.Class))
+		}
+		if c.classes[b.Class], err = readBlob(r, b.Size, b.SHA256); err != nil {
+			return fail(fmt.Errorf("class set %v: %w", b.Class, err))
+		}
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		return fail(errors.New("trailing data after the compiled rules"))
+	}
+	c.part = h.Partition
+	return c, nil
+}
+
+// readBlob reads rules saved by libyara, size bytes with the hex SHA-256
+// sum.
+func readBlob(r io.Reader, size int64, sum string) (*yara.Rules, error) {
+	blob := make([]byte, size)
 	if _, err := io.ReadFull(r, blob); err != nil {
 		return nil, fmt.Errorf("reading compiled rules: %w", err)
 	}
-	if _, err := r.ReadByte(); err != io.EOF {
-		return nil, errors.New("trailing data after the compiled rules")
-	}
-	if hexSum(blob) != h.RulesSHA256 {
+	if hexSum(blob) != sum {
 		return nil, errors.New("checksum mismatch of the compiled rules")
 	}
 	rules, err := yara.ReadRules(bytes.NewReader(blob))
 	if err != nil {
 		return nil, fmt.Errorf("loading compiled rules: %w", err)
 	}
-	if n := len(rules.GetRules()); n != h.Rules {
-		rules.Destroy()
-		return nil, fmt.Errorf("compiled rules hold %d rules, the header says %d", n, h.Rules)
+	return rules, nil
+}
+
+// destroy frees the rules of c.
+func (c *compiled) destroy() {
+	if c.rules != nil {
+		c.rules.Destroy()
+		c.rules = nil
 	}
-	c.rules = rules
-	return c, nil
+	for i, r := range c.classes {
+		if r != nil {
+			r.Destroy()
+			c.classes[i] = nil
+		}
+	}
 }
 
 // matches reports whether h was written for inputs and masked.
@@ -210,7 +275,7 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 // storeCache writes the compiled rules c of generation gen to the cache
 // in dir (checked by prepareCacheDir), atomically (a temporary file renamed
 // into place), and removes all but the newest cacheKeep entries.
-func storeCache(dir, gen string, inputs []input, masked []string, c *compiled, count int) error {
+func storeCache(dir, gen string, inputs []input, masked []string, c *compiled, rs *Ruleset) error {
 	var blob bytes.Buffer
 	if err := c.rules.Write(&blob); err != nil {
 		return fmt.Errorf("saving compiled rules: %w", err)
@@ -221,9 +286,23 @@ func storeCache(dir, gen string, inputs []input, masked []string, c *compiled, c
 		Yara:        yaraVersion(),
 		Masked:      masked,
 		Files:       make([]cacheFile, len(inputs)),
-		Rules:       count,
+		Rules:       rs.Count,
 		RulesSize:   int64(blob.Len()),
 		RulesSHA256: hexSum(blob.Bytes()),
+		Partition: &cachePartition{InForce: rs.Partition.InForce, Reason: rs.Partition.Reason,
+			Whole: rs.Partition.Whole, Classes: rs.Partition.Classes, EmptyKnown: rs.emptyKnown},
+	}
+	parts := [][]byte{[]byte("\n"), blob.Bytes()}
+	for cl, r := range rs.classes {
+		if r == nil {
+			continue
+		}
+		var b bytes.Buffer
+		if err := r.Write(&b); err != nil {
+			return fmt.Errorf("saving the %v set: %w", Class(cl), err)
+		}
+		h.Partition.Blobs = append(h.Partition.Blobs, cacheBlob{Class: Class(cl), Size: int64(b.Len()), SHA256: hexSum(b.Bytes())})
+		parts = append(parts, b.Bytes())
 	}
 	for i, in := range inputs {
 		h.Files[i] = cacheFile{Name: in.Name, Path: in.Path, State: in.state(), fileResult: c.results[i]}
@@ -233,7 +312,7 @@ func storeCache(dir, gen string, inputs []input, masked []string, c *compiled, c
 		return fmt.Errorf("encoding cache header: %w", err)
 	}
 	p := filepath.Join(dir, gen+cacheSuffix)
-	if err := writeAtomic(p, cacheMagic, hj, []byte("\n"), blob.Bytes()); err != nil {
+	if err := writeAtomic(p, cacheMagic, append([][]byte{hj}, parts...)...); err != nil {
 		return fmt.Errorf("writing cached rules %s: %w", p, err)
 	}
 	if err := pruneCache(dir, p); err != nil {

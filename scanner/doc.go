@@ -9,6 +9,22 @@
 // generation) and keys an optional cache of compiled rules. Each scan
 // worker then owns a Scanner made by Ruleset.NewScanner.
 //
+// The rules that loaded are then partitioned by file class (PE, ELF,
+// Mach-O, other; ClassOf decides from the first bytes): each rule's
+// condition is parsed (github.com/VirusTotal/gyp) and evaluated on
+// abstract values (true, false, undefined, as libyara 4.2.3 computes them)
+// against what content of each class guarantees (magic bytes at offset 0,
+// module data that is undefined on other formats), and each class gets
+// its own compiled set with only the rules that can match it, the global
+// rules of their namespaces and the rules they reference, importing only
+// the modules those use. Scanner.Scan runs the set of its content's class,
+// which gives exactly the matches of the whole set: a text file is not
+// scanned by rules that require "MZ". A file the parser cannot read or
+// write back faithfully, or that uses include, goes into every class as it
+// is; when a class set does not compile, the whole set stays in force
+// (Ruleset.Partition says so). The verdict on empty content is computed
+// once (Ruleset.EmptyMatches).
+//
 // This package must never open files on the daemon's event path: the daemon
 // reads the content from the event's file descriptor and hands it over as
 // bytes (Scanner.Scan), and YARA is never given a path or a descriptor, so it

@@ -69,8 +69,16 @@ type Ruleset struct {
 	// rules loaded anyway); nil when it worked or when there is none.
 	CacheError error
 
-	rules *yara.Rules // nil when no rule loaded
-	index map[ruleKey]ruleInfo
+	// Partition says whether scans run per-class sets and what they hold.
+	Partition Partition
+
+	rules   *yara.Rules             // the whole set; nil when no rule loaded or when the partition is in force
+	classes [numClasses]*yara.Rules // per class when the partition is in force; nil for a class without rules
+	index   map[ruleKey]ruleInfo
+	closed  bool // Close was called
+
+	empty      []Match // what the Other set matches on empty content
+	emptyKnown bool    // empty is the verdict on every empty file (see EmptyMatches)
 }
 
 // RuleFile is a rule file that loaded. Its rules' namespace is Name. It is
@@ -188,6 +196,7 @@ func load(dirs []string, cacheDir string) (*Ruleset, error) {
 	rs.Generation = generation(yaraVersion(), inputs, c.deps(), m.Masked)
 
 	var good []entry
+	var goodInputs []input
 	for i, r := range c.results {
 		switch {
 		case inputs[i].err != nil:
@@ -197,6 +206,7 @@ func load(dirs []string, cacheDir string) (*Ruleset, error) {
 		default:
 			rs.Warnings = append(rs.Warnings, r.Warnings...)
 			good = append(good, inputs[i].entry)
+			goodInputs = append(goodInputs, inputs[i])
 		}
 	}
 	if c.rules == nil {
@@ -208,14 +218,29 @@ func load(dirs []string, cacheDir string) (*Ruleset, error) {
 		rs.rules, rs.index = nil, nil
 		return rs, noRules(dirs, rs.Broken)
 	}
+	if c.part != nil {
+		rs.adoptPartition(c.part, c.classes)
+	} else if err := rs.partition(goodInputs, roots); err != nil {
+		rs.Close()
+		return nil, err
+	}
+	if !rs.Partition.InForce {
+		rs.Warnings = append(rs.Warnings, FileError{Msg: "rules not partitioned by class, every scan runs them all: " + rs.Partition.Reason})
+	}
 	if cacheDir != "" && !rs.FromCache {
 		// The cache must hold what the generation names: the
 		// files may not have changed since they were hashed.
 		if err := unchanged(inputs); err != nil {
 			rs.CacheError = errors.Join(rs.CacheError, fmt.Errorf("not caching the compiled rules: %w", err))
-		} else if err := storeCache(cacheDir, rs.Generation, inputs, m.Masked, c, rs.Count); err != nil {
+		} else if err := storeCache(cacheDir, rs.Generation, inputs, m.Masked, c, rs); err != nil {
 			rs.CacheError = errors.Join(rs.CacheError, err)
 		}
+	}
+	if rs.Partition.InForce {
+		// The class sets hold every rule that can match: the whole
+		// set is no longer needed.
+		rs.rules.Destroy()
+		rs.rules = nil
 	}
 	return rs, nil
 }
@@ -328,6 +353,11 @@ func checkFile(f input, roots []string) ([]dep, *FileError, error) {
 type compiled struct {
 	rules   *yara.Rules  // nil when no file compiled
 	results []fileResult // one per input, in order
+
+	// From the cache only: the partition and its class sets (part nil
+	// when the cache holds none).
+	part    *cachePartition
+	classes [numClasses]*yara.Rules
 }
 
 // fileResult is what compiling one input gave.

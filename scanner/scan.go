@@ -66,6 +66,14 @@ type Vars struct {
 // Scanner scans buffers with a Ruleset. It belongs to one worker and is not
 // safe for concurrent use.
 type Scanner struct {
+	whole  *classScanner             // the whole set, when the partition is not in force
+	class  [numClasses]*classScanner // per class when it is; nil for a class without rules
+	closed bool
+}
+
+// classScanner is a YARA scanner of one compiled set with its callback
+// and the external variables last defined in it.
+type classScanner struct {
 	ys      *yara.Scanner
 	col     *collector
 	vars    Vars // values last defined in ys
@@ -81,25 +89,58 @@ func (rs *Ruleset) Close() {
 		rs.rules.Destroy()
 		rs.rules = nil
 	}
+	for c, r := range rs.classes {
+		if r != nil {
+			r.Destroy()
+			rs.classes[c] = nil
+		}
+	}
+	rs.closed = true
 }
 
 // NewScanner returns a scanner for one worker. timeout bounds the CPU time
 // of one scan; YARA counts whole seconds, so it is rounded up (0 or less:
 // no bound). The scanner sets SCAN_FLAGS_NO_TRYCATCH (see the constant).
+// When the partition is in force it holds one YARA scanner per class, and
+// each scan runs the one of its content's class.
 //
 // It fails with an error wrapping ErrNoRules for the rule-less Ruleset
 // that Load returns with ErrNoRules, and after Close.
 func (rs *Ruleset) NewScanner(timeout time.Duration) (*Scanner, error) {
-	if rs.rules == nil {
+	if rs.closed || rs.rules == nil && !rs.Partition.InForce {
 		return nil, fmt.Errorf("creating scanner: %w", ErrNoRules)
 	}
-	ys, err := yara.NewScanner(rs.rules)
+	s := &Scanner{}
+	if rs.rules != nil {
+		cs, err := newClassScanner(rs, rs.rules, timeout)
+		if err != nil {
+			return nil, err
+		}
+		s.whole = cs
+		return s, nil
+	}
+	for c, r := range rs.classes {
+		if r == nil {
+			continue
+		}
+		cs, err := newClassScanner(rs, r, timeout)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.class[c] = cs
+	}
+	return s, nil
+}
+
+func newClassScanner(rs *Ruleset, r *yara.Rules, timeout time.Duration) (*classScanner, error) {
+	ys, err := yara.NewScanner(r)
 	if err != nil {
 		return nil, fmt.Errorf("creating YARA scanner: %w", err)
 	}
 	col := &collector{rs: rs}
 	ys.SetFlags(scanFlagsNoTryCatch).SetTimeout(roundUpSeconds(timeout)).SetCallback(col)
-	return &Scanner{ys: ys, col: col}, nil
+	return &classScanner{ys: ys, col: col}, nil
 }
 
 // roundUpSeconds rounds d up to whole seconds, within what libyara's int
@@ -120,21 +161,29 @@ var errClosed = errors.New("scanner is closed")
 
 // Scan scans buf with v as the external variables and returns the rules
 // that matched, nil when none did. On an error (such as the YARA timeout)
-// it returns the matches found until then with the error.
+// it returns the matches found until then with the error. When the
+// partition is in force it runs only the set of buf's class (ClassOf),
+// which gives the matches of the whole set.
 func (s *Scanner) Scan(buf []byte, v Vars) ([]Match, error) {
-	if s.ys == nil {
+	if s.closed {
 		return nil, fmt.Errorf("scanning: %w", errClosed)
 	}
-	if err := s.setVars(v); err != nil {
+	cs := s.whole
+	if cs == nil {
+		if cs = s.class[ClassOf(buf)]; cs == nil {
+			return nil, nil // no rule can match content of this class
+		}
+	}
+	if err := cs.setVars(v); err != nil {
 		return nil, err
 	}
-	err := s.ys.ScanMem(buf)
+	err := cs.ys.ScanMem(buf)
 	var out []Match
-	if len(s.col.matches) > 0 {
-		out = slices.Clone(s.col.matches)
+	if len(cs.col.matches) > 0 {
+		out = slices.Clone(cs.col.matches)
 	}
-	clear(s.col.matches)
-	s.col.matches = s.col.matches[:0]
+	clear(cs.col.matches)
+	cs.col.matches = cs.col.matches[:0]
 	if err != nil {
 		return out, fmt.Errorf("scanning %d bytes: %w", len(buf), err)
 	}
@@ -142,7 +191,7 @@ func (s *Scanner) Scan(buf []byte, v Vars) ([]Match, error) {
 }
 
 // setVars defines the external variables that changed since the last scan.
-func (s *Scanner) setVars(v Vars) error {
+func (s *classScanner) setVars(v Vars) error {
 	values := [len(externals)]string{v.Filename, v.Filepath, v.Extension, v.Filetype, v.Owner}
 	old := [len(externals)]string{s.vars.Filename, s.vars.Filepath, s.vars.Extension, s.vars.Filetype, s.vars.Owner}
 	for i, name := range externals {
@@ -161,10 +210,17 @@ func (s *Scanner) setVars(v Vars) error {
 // Close frees the scanner. Scan fails after Close; Close may be called
 // more than once.
 func (s *Scanner) Close() {
-	if s.ys != nil {
-		s.ys.Destroy()
-		s.ys = nil
+	if s.whole != nil {
+		s.whole.ys.Destroy()
+		s.whole = nil
 	}
+	for c, cs := range s.class {
+		if cs != nil {
+			cs.ys.Destroy()
+			s.class[c] = nil
+		}
+	}
+	s.closed = true
 }
 
 // collector is the scan callback: it gathers the matching rules with their
@@ -259,17 +315,18 @@ func extension(base string) string {
 // filetype names the format of content starting with head (see VarsFor).
 func filetype(head []byte) string {
 	has := func(prefix string) bool { return len(head) >= len(prefix) && string(head[:len(prefix)]) == prefix }
-	switch {
-	case has("\x7fELF"):
+	switch ClassOf(head) {
+	case ClassELF:
 		return "ELF"
-	case has("MZ"):
+	case ClassPE:
 		return "PE"
-	case has("\xfe\xed\xfa\xce"), has("\xfe\xed\xfa\xcf"), has("\xce\xfa\xed\xfe"), has("\xcf\xfa\xed\xfe"):
+	case ClassMachO:
+		// Fat headers share their magic with Java class files; there
+		// the next word is a class file version (45 and up), not a
+		// small architecture count (see classPatterns).
 		return "MACHO"
-	case (has("\xca\xfe\xba\xbe") || has("\xca\xfe\xba\xbf")) && len(head) >= 8 && isFatCount(head[4:8]):
-		// Java class files share the magic; there the next word is a
-		// class file version (45 and up), not a small architecture count.
-		return "MACHO"
+	}
+	switch {
 	case has("%PDF-"):
 		return "PDF"
 	case has("PK\x03\x04"), has("PK\x05\x06"), has("PK\x07\x08"):
@@ -280,11 +337,4 @@ func filetype(head []byte) string {
 		return "SCRIPT"
 	}
 	return ""
-}
-
-// isFatCount reports whether the big-endian word b looks like the number of
-// architectures in a fat Mach-O header.
-func isFatCount(b []byte) bool {
-	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	return n > 0 && n < 20
 }

@@ -156,6 +156,11 @@ func TestRulesList(t *testing.T) {
 		{"m.yar masked by the link", []string{"m.yar", "by " + filepath.Join(etc, "m.yar"), "symbolic link to /dev/null"}},
 		{"x.yar left out with its line", []string{filepath.Join(usr, "x.yar") + ":3: error:"}},
 		{"generation", []string{"Generation "}},
+		{"partition in force", []string{"Partition by file class (each scan runs"}},
+		{"the other class", []string{"  other ", "-"}},
+		{"the PE class", []string{"  PE "}},
+		{"the ELF class", []string{"  ELF "}},
+		{"the Mach-O class", []string{"  Mach-O "}},
 	}
 	for _, c := range checks {
 		if !lineWith(c.parts...) {
@@ -177,10 +182,21 @@ func TestRulesList(t *testing.T) {
 				Name, Path string
 				Null       bool
 			}
-			Errors []problem
+			Errors    []problem
+			Partition struct {
+				InForce bool `json:"in_force"`
+				Classes []struct {
+					Class   string
+					Rules   int
+					Imports []string
+				}
+			}
 		}
 		if err := json.Unmarshal([]byte(out), &doc); err != nil {
 			t.Fatalf("decoding %q: %v", out, err)
+		}
+		if p := doc.Partition; !p.InForce || len(p.Classes) != 4 || p.Classes[0].Class != "other" || p.Classes[0].Imports == nil {
+			t.Errorf("partition = %+v, want in force with 4 classes, other first", p)
 		}
 		if !strings.Contains(errOut+out, doc.Gen) || len(doc.Gen) != 64 || doc.Rules != 3 || len(doc.Files) != 2 || len(doc.Errors) != 1 {
 			t.Errorf("generation %q, rules %d, files %+v, errors %+v", doc.Gen, doc.Rules, doc.Files, doc.Errors)

@@ -101,11 +101,22 @@ file or a symbolic link to /dev/null), the files left out because they do
 not compile, and the generation. The rules are compiled for the counts,
 without the compiled-rules cache.
 
+It also shows the partition by file class: each scan runs only the rules
+that can match its content's class (PE, ELF, Mach-O, other: decided by the
+first bytes), compiled apart with only the modules they use. For each class,
+the number of rules (private ones included) and the modules imported; the
+files that go into every class as they are (they use include, or cannot be
+split faithfully); or why the partition is not in force (every scan then
+runs every rule).
+
 With --json, one JSON document:
   {"generation": "...", "rules": N, "files": [{"name", "path", "rules"}],
    "overridden": [{"name", "path", "by"}],
    "masked": [{"name", "path", "null"}],  (null: a link to /dev/null)
-   "errors": [{"file", "line", "message"}], "missing_dirs": [DIR...]}
+   "errors": [{"file", "line", "message"}], "missing_dirs": [DIR...],
+   "partition": {"in_force": BOOL, "reason": "...",
+                 "classes": [{"class", "rules", "imports": [MODULE...]}],
+                 "whole": [{"file", "line", "message"}]}}
 
 Exit status: 0 listed, 1 no rule would load or a directory cannot be read,
 2 a usage or configuration error.
@@ -155,6 +166,33 @@ type listJSON struct {
 	Masked      []maskJSON     `json:"masked"`
 	Errors      []problemJSON  `json:"errors"`
 	MissingDirs []string       `json:"missing_dirs"`
+	Partition   partitionJSON  `json:"partition"`
+}
+
+// partitionJSON is the partition by file class in the --json output.
+type partitionJSON struct {
+	InForce bool          `json:"in_force"`
+	Reason  string        `json:"reason,omitempty"`
+	Classes []classJSON   `json:"classes"`
+	Whole   []problemJSON `json:"whole"`
+}
+
+type classJSON struct {
+	Class   string   `json:"class"`
+	Rules   int      `json:"rules"`
+	Imports []string `json:"imports"`
+}
+
+// partitionDoc returns the partition of rs for --json.
+func partitionDoc(p scanner.Partition) partitionJSON {
+	doc := partitionJSON{InForce: p.InForce, Reason: p.Reason, Classes: []classJSON{}, Whole: []problemJSON{}}
+	for _, c := range p.Classes {
+		doc.Classes = append(doc.Classes, classJSON{Class: c.Class.String(), Rules: c.Rules, Imports: append([]string{}, c.Imports...)})
+	}
+	for _, w := range p.Whole {
+		doc.Whole = append(doc.Whole, problemJSON{File: w.Path, Line: w.Line, Message: w.Msg})
+	}
+	return doc
 }
 
 type overrideJSON struct {
@@ -297,7 +335,8 @@ func runRulesList(flags *configFlags, explicit, asJSON bool, stdout io.Writer) e
 	}
 	if asJSON {
 		doc := listJSON{Generation: rs.Generation, Rules: rs.Count, Files: r.files(),
-			Overridden: []overrideJSON{}, Masked: []maskJSON{}, Errors: r.errors, MissingDirs: append([]string{}, rs.MissingDirs...)}
+			Overridden: []overrideJSON{}, Masked: []maskJSON{}, Errors: r.errors, MissingDirs: append([]string{}, rs.MissingDirs...),
+			Partition: partitionDoc(rs.Partition)}
 		for _, o := range rs.Overridden {
 			doc.Overridden = append(doc.Overridden, overrideJSON(o))
 		}
@@ -342,6 +381,7 @@ func runRulesList(flags *configFlags, explicit, asJSON bool, stdout io.Writer) e
 		}
 		tw.Flush()
 	}
+	writePartition(stdout, rs.Partition)
 	if len(r.errors) > 0 {
 		fmt.Fprintln(stdout, "\nLeft out (see fanguard rules check):")
 		for _, e := range r.errors {
@@ -349,6 +389,35 @@ func runRulesList(flags *configFlags, explicit, asJSON bool, stdout io.Writer) e
 		}
 	}
 	return listExit(rs)
+}
+
+// writePartition writes the partition by file class of "rules list".
+func writePartition(w io.Writer, p scanner.Partition) {
+	if !p.InForce {
+		reason := p.Reason
+		if reason == "" {
+			reason = "no rules"
+		}
+		fmt.Fprintf(w, "\nPartition by file class: not in force, every scan runs every rule (%s)\n", reason)
+		return
+	}
+	fmt.Fprintln(w, "\nPartition by file class (each scan runs the rules of its content's class):")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  class\trules\timports")
+	for _, c := range p.Classes {
+		imports := strings.Join(c.Imports, ", ")
+		if imports == "" {
+			imports = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%s\n", c.Class, c.Rules, imports)
+	}
+	tw.Flush()
+	if len(p.Whole) > 0 {
+		fmt.Fprintln(w, "  In every class as they are:")
+		for _, f := range p.Whole {
+			fmt.Fprintf(w, "    %s\n", f.Error())
+		}
+	}
 }
 
 // listExit is list's exit status: 1 when no rule would load.
