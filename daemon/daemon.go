@@ -162,6 +162,10 @@ func (nopNotifier) Stopping()     {}
 type ruleSet struct {
 	rs  *scanner.Ruleset
 	gen uint64
+	// emptyClean says that these rules match no empty content, whatever
+	// the file's name or owner (scanner.Ruleset.EmptyMatches): an open of
+	// an empty file needs no scan.
+	emptyClean bool
 	// refs counts the holders of rs's compiled rules: the daemon while the
 	// set is in force, and each worker whose scanner was made from it. The
 	// last to let go frees them (Ruleset.Close): a replaced set is
@@ -173,6 +177,10 @@ type ruleSet struct {
 // newRuleSet returns rs in force as generation gen, held by the daemon.
 func newRuleSet(rs *scanner.Ruleset, gen uint64) *ruleSet {
 	s := &ruleSet{rs: rs, gen: gen}
+	if rs != nil {
+		m, known := rs.EmptyMatches()
+		s.emptyClean = known && len(m) == 0
+	}
 	s.refs.Store(1)
 	return s
 }
@@ -841,7 +849,8 @@ func (d *Daemon) malformed(ev fan.Event, now time.Time, err error) {
 
 // handle is the fast path for one event: it decides at once what needs no
 // scan (the daemon's own opens, files that are not regular, verdicts in the
-// cache, exclusions, files too large, overload) and queues the answer for
+// cache, empty files the rules cannot match, exclusions, files too large,
+// overload) and queues the answer for
 // the reader to write in the opener's turn (answers.go), attaches the
 // event to a scan of the same file already running, or queues a scan. It reads
 // nothing under the opener's /proc but, with exclude_exe set, the identity
@@ -901,10 +910,19 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 	// exclusion spares a file its scan, never its verdict. And a cached
 	// answer costs no path read: exclude_paths, the reader's only
 	// readlink, comes after the cache.
-	gen := d.rules.Load().gen
+	rules := d.rules.Load()
+	gen := rules.gen
 	if v, det, ok := d.cache.lookup(fi.ID, fi.Stamp, gen); ok {
 		d.stats.CacheHits.Add(1)
 		d.answerCached(uid, ev, v, det, now)
+		return
+	}
+	if fi.Stamp.Size == 0 && rules.emptyClean {
+		// What tar, cp and compilers open when they create a file: the
+		// verdict on no content is known. Nothing is cached: the next
+		// open after a write has another stamp anyway.
+		d.stats.EmptyClean.Add(1)
+		d.reply(uid, ev, policy.Allow, now)
 		return
 	}
 	if d.excluded(ev, fi, uid, scratch) {

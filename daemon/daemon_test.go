@@ -35,6 +35,7 @@ func TestHandleFastPath(t *testing.T) {
 		maxPending  int
 		perUID      int
 		excludeUIDs []uint32
+		emptyClean  bool // the rules match no empty content
 		inflight    int64
 		wantAnswer  map[int32]bool // fd → allowed
 		wantClosed  map[int32]int
@@ -89,6 +90,19 @@ func TestHandleFastPath(t *testing.T) {
 			files:      map[int32]fan.FileInfo{3: file(9, 10, unix.S_IFREG|0o644)},
 			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 5, Size: 10}, gen: 0, verdict: policy.Deny}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
+		{name: "empty file, rules that match no empty content: allowed at once", events: []fan.Event{open(3)},
+			files: map[int32]fan.FileInfo{3: file(9, 0, unix.S_IFREG|0o644)}, emptyClean: true,
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+		{name: "empty file, rules that may match empty content: scanned", events: []fan.Event{open(3)},
+			files:      map[int32]fan.FileInfo{3: file(9, 0, unix.S_IFREG|0o644)},
+			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
+		{name: "not empty: scanned whatever the rules say of empty content", events: []fan.Event{open(3)},
+			files: map[int32]fan.FileInfo{3: file(9, 1, unix.S_IFREG|0o644)}, emptyClean: true,
+			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
+		{name: "empty file with a cached denial: denied", events: []fan.Event{open(3)},
+			files: map[int32]fan.FileInfo{3: file(9, 0, unix.S_IFREG|0o644)}, emptyClean: true,
+			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 5}, gen: 1, verdict: policy.Deny, det: &detection{rule: "r"}}},
+			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
 		{name: "same file and stamp: one scan, the others wait", events: []fan.Event{open(3), open(4), open(5)},
 			files: map[int32]fan.FileInfo{
 				3: file(9, 10, unix.S_IFREG|0o644), 4: file(9, 10, unix.S_IFREG|0o644), 5: file(9, 10, unix.S_IFREG|0o644)},
@@ -114,6 +128,7 @@ func TestHandleFastPath(t *testing.T) {
 			for _, e := range tt.cached {
 				d.cache.store(e)
 			}
+			d.rules.Load().emptyClean = tt.emptyClean
 			d.inflight.Store(tt.inflight)
 			for fd, fi := range tt.files {
 				k.files[fd] = fi

@@ -19,6 +19,7 @@ type Stats struct {
 	Overflows      atomic.Uint64 // FAN_Q_OVERFLOW alarms from the kernel
 	NotRegular     atomic.Uint64 // allowed without a scan: not a regular file
 	Oversize       atomic.Uint64 // answered with on_oversize: above max_file_size
+	EmptyClean     atomic.Uint64 // allowed without a scan: empty, and the rules match no empty content
 	Scans          atomic.Uint64 // YARA scans run
 	BytesScanned   atomic.Uint64
 	Detections     atomic.Uint64 // scans with at least one matching rule
@@ -89,6 +90,7 @@ func (s *Stats) counters() []counter {
 		u("overflows", &s.Overflows),
 		u("not_regular", &s.NotRegular),
 		u("oversize", &s.Oversize),
+		u("empty_clean", &s.EmptyClean),
 		u("scans", &s.Scans),
 		u("bytes_scanned", &s.BytesScanned),
 		u("detections", &s.Detections),
