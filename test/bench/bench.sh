@@ -989,6 +989,13 @@ smaps_split() {
 	$1 == "Rss:" { k[c] += $2 }
 	END { for (c in k) printf "%s\t%d\n", c, k[c] }' "/proc/$1/smaps" | sort -t"$(printf '\t')" -k2,2nr
 }
+# gcfield N FILE: of a gctrace line "A->B->C MB, D MB goal": N = 1..3 the
+# heap sizes, 4 the goal (MB)
+gcfield() {
+	[ -s "$2" ] || return 0
+	awk -v n="$1" '{ if (match($0, /[0-9]+->[0-9]+->[0-9]+ MB, [0-9]+ MB goal/)) {
+		s = substr($0, RSTART, RLENGTH); gsub(/->| MB, | MB goal/, " ", s); split(s, f, " "); print f[n] } }' "$2"
+}
 run_rss() {
 	say "rss: creating $cfiles files of 1 byte (no daemon)"
 	mount_tmpfs "$rssd" "size=$((cfiles * 5 / 1024 + 1024))m,nr_inodes=$((cfiles + cfiles / 500 + 10000))"
@@ -997,6 +1004,7 @@ run_rss() {
 	start_daemon "$work/rss.toml" GODEBUG=gctrace=1
 	sleep 1
 	rss_start=$(vm VmRSS) hwm_start=$(vm VmHWM)
+	grep -a '^gc [0-9]' "$work/daemon.log" | tail -1 >"$work/rss.gc0" || true
 	status_to "$work/st.rss0.json"
 	say "rss: opening each of them once under the daemon ($ncpu openers)"
 	timed rss_open "$fgopen" open "$rssd" "$cfiles" "$ncpu" || { cat "$work/rss_open.err" >&2; fail "fgopen open of $cfiles files failed"; }
@@ -1040,9 +1048,23 @@ report_rss() {
 	if [ -n "$gcl" ]; then
 		echo "- Go heap from the runtime (GODEBUG=gctrace=1, the last collection before the reading): \`$gcl\` (heap at start → at end of the cycle → live after it, the goal for the next)"
 	fi
-	over=$(awk -v k="$rss_full" 'BEGIN { print (k > 100 * 1024) ? 1 : 0 }')
-	if [ "$over" = 1 ]; then
-		echo "- above 100 MiB: the cache alone takes about $(awk -v p="$per" -v n="${entries:-0}" 'BEGIN { if (p != "n/a") printf "%.0f MiB", p * n / 1048576; else print "n/a" }') at $(na "$entries") entries ($per bytes each, measured above; daemon/cache.go estimates 120 bytes); what is left is the rules and the runtime ($(kib_mib "$rss_start") when ready). Staying under 100 MiB takes a smaller cache.entries, or a smaller entry: the kernel's ignore marks already cache every clean verdict, so the daemon's entries matter only for files the kernel cannot mark (detected files, files open for write)."
+	# gctrace: "A->B->C MB, D MB goal": heap when the cycle began, when it
+	# ended, live after it; the goal (the heap size of the next collection)
+	live0=$(gcfield 3 "$work/rss.gc0") live=$(gcfield 3 "$work/rss.gc") goal=$(gcfield 4 "$work/rss.gc")
+	if [ "$(le "$rss_full" $((100 * 1024)))" = 0 ]; then
+		echo "- above 100 MiB: the daemon grew by $(kib_mib $((rss_full - rss_start))) from ready to a full cache of $(na "$entries") entries, $per bytes per entry resident (daemon/cache.go estimates 120 bytes of entry and index)."
+		if [ -n "$live" ]; then
+			echo "  The Go heap held $live MB of live objects after the last collection ($(na "$live0") MB when ready: $(awk -v a="$live" -v b="${live0:-0}" -v n="${entries:-0}" 'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1e6 / n; else print "n/a" }') live bytes per entry), with a goal of $(na "$goal") MB: with the default GOGC=100 the heap grows to twice its live data before the next collection, and the scavenger returns the pages it reached to the system only slowly."
+			local cache_mb room_mib
+			cache_mb=$(awk -v a="$live" -v b="${live0:-0}" 'BEGIN { printf "%.0f", a - b }')
+			room_mib=$(awk -v r="$rss_start" 'BEGIN { printf "%.0f", (100 * 1024 - r) / 1024 }')
+			if awk -v c="$cache_mb" -v m="$room_mib" 'BEGIN { exit !(c * 1e6 > m * 1048576) }'; then
+				echo "  So the cache's live data alone (about $cache_mb MB) is more than what 100 MiB leaves beside the daemon when ready ($room_mib MiB): a memory limit (GOMEMLIMIT) would trim the collector's headroom, not that."
+			else
+				echo "  The cache's live data (about $cache_mb MB) would fit in what 100 MiB leaves beside the daemon when ready ($room_mib MiB): a memory limit (GOMEMLIMIT) that trims the collector's headroom may be enough, at the cost of more collections."
+			fi
+			echo "  At the resident cost measured here, $(awk -v r="$rss_start" -v p="$per" 'BEGIN { if (p + 0 > 0) printf "%.0f", (100 * 1024 - r) * 1024 / p; else print "n/a" }') entries fit in 100 MiB with these rules; a full $(na "$entries") takes about $(awk -v r="$rss_start" -v n="${entries:-0}" 'BEGIN { if (n > 0) printf "%.0f", (100 * 1024 - r) * 1024 / n; else print "n/a" }') bytes resident per entry, collector's headroom included, or a cache outside the Go heap."
+		fi
 	fi
 	echo
 	target "daemon VmRSS with a full cache ($(na "$entries") entries)" "$(kib_mib "$rss_full")" "≤ 100 MiB" "$(le "$rss_full" $((100 * 1024)))"
