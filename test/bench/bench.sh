@@ -13,8 +13,13 @@
 # allows every held open at once) and that group, and unmounts every tmpfs.
 
 # The run arrays are read through namerefs (local -n), which shellcheck
-# does not follow; the bash -c programs are single-quoted on purpose.
-# shellcheck disable=SC2034,SC2016
+# does not follow; the bash -c programs are single-quoted on purpose; the
+# trap handler is reached through trap.
+# shellcheck disable=SC2034,SC2016,SC2317
+
+# The whole script is one compound command, parsed before it runs: a file
+# edited or checked out during a run (an hour) does not change the run.
+{
 set -euo pipefail
 
 usage() {
@@ -692,6 +697,10 @@ untar() {
 	timed "$1" tar -C "$src" -xf "$src_tar" || rc=$?
 	[ "$rc" -eq 0 ] || { head -5 "$work/$1.err" >&2; fail "$1: tar xf onto $src failed (status $rc)"; }
 	[ -d "$src/$src_top" ] || fail "$1: $src_tar holds no $src_top directory"
+	if [ -z "${tree_files:-}" ]; then
+		tree_files=$(find "$src/$src_top" -type f | wc -l)
+		tree_bytes=$(find "$src/$src_top" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d", s }')
+	fi
 }
 # grep_tree NAME: grep -r over the whole tree for what matches nothing, so
 # that grep reads every file to its end; 1 (no match) is the expected status
@@ -708,6 +717,14 @@ build_tree() {
 # dcpu T0 T1: daemon CPU seconds between two cpu_ticks readings
 dcpu() { awk -v t=$(($2 - $1)) -v h="$clk_tck" 'BEGIN { printf "%.2f", t / h }'; }
 
+# rec NAME RUN [DAEMON_CPU]: the other CPU of a timed NAME, kept by run
+declare -A OT=()
+rec() { OT[$1.$2]=$(other "$1" "$(cpu "$1")" "${3:-0}"); }
+# wo ARRAY NAME RUN: "wall (other CPU)" of a run, or – when it did not run
+wo() {
+	local -n a=$1
+	if [ -n "${a[$3]:-}" ]; then printf '%s (%s)' "${a[$3]}" "${OT[$2.$3]:-?}"; else printf '–'; fi
+}
 declare -a S_TAR_NONE S_TAR_FG S_G1_NONE S_G2_NONE S_G1_C S_G2_C S_G1_W S_G2_W B_NONE B_FG
 declare -a D_TAR D_G1_W D_G2_W D_G1_C D_G2_C D_B S_HWM_W S_HWM_C B_HWM
 source_round() {
@@ -716,13 +733,12 @@ source_round() {
 	mount_tmpfs "$src" size=4g
 	untar tar_none
 	S_TAR_NONE[r]=$(wall tar_none)
-	if [ -z "${tree_files:-}" ]; then
-		tree_files=$(find "$src/$src_top" -type f | wc -l)
-		tree_bytes=$(find "$src/$src_top" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d", s }')
-	fi
+	rec tar_none "$r"
 	grep_tree g1_none
 	grep_tree g2_none
 	S_G1_NONE[r]=$(wall g1_none) S_G2_NONE[r]=$(wall g2_none)
+	rec g1_none "$r"
+	rec g2_none "$r"
 	umount_tmpfs "$src"
 
 	say "source run $r/$sruns: fanguard, tree written while it runs: tar xf, grep -r, grep -r"
@@ -734,16 +750,19 @@ source_round() {
 	untar tar_fg
 	t1=$(cpu_ticks "$dpid")
 	S_TAR_FG[r]=$(wall tar_fg) D_TAR[r]=$(dcpu "$t0" "$t1")
+	rec tar_fg "$r" "${D_TAR[r]}"
 	status_to "$work/st.wtar.$r.json"
 	t0=$(cpu_ticks "$dpid")
 	grep_tree g1_w
 	t1=$(cpu_ticks "$dpid")
 	S_G1_W[r]=$(wall g1_w) D_G1_W[r]=$(dcpu "$t0" "$t1")
+	rec g1_w "$r" "${D_G1_W[r]}"
 	status_to "$work/st.wg1.$r.json"
 	t0=$(cpu_ticks "$dpid")
 	grep_tree g2_w
 	t1=$(cpu_ticks "$dpid")
 	S_G2_W[r]=$(wall g2_w) D_G2_W[r]=$(dcpu "$t0" "$t1")
+	rec g2_w "$r" "${D_G2_W[r]}"
 	status_to "$work/st.wg2.$r.json"
 	stop_daemon
 	S_HWM_W[r]=$hwm_kb
@@ -758,11 +777,13 @@ source_round() {
 	grep_tree g1_c
 	t1=$(cpu_ticks "$dpid")
 	S_G1_C[r]=$(wall g1_c) D_G1_C[r]=$(dcpu "$t0" "$t1")
+	rec g1_c "$r" "${D_G1_C[r]}"
 	status_to "$work/st.cg1.$r.json"
 	t0=$(cpu_ticks "$dpid")
 	grep_tree g2_c
 	t1=$(cpu_ticks "$dpid")
 	S_G2_C[r]=$(wall g2_c) D_G2_C[r]=$(dcpu "$t0" "$t1")
+	rec g2_c "$r" "${D_G2_C[r]}"
 	status_to "$work/st.cg2.$r.json"
 	stop_daemon
 	S_HWM_C[r]=$hwm_kb
@@ -775,6 +796,7 @@ build_round() {
 	untar bt_none
 	build_tree build_none
 	B_NONE[r]=$(wall build_none)
+	rec build_none "$r"
 	umount_tmpfs "$src"
 
 	say "build run $r/$bruns: fanguard: tar xf, make tinyconfig && make -j$ncpu"
@@ -787,6 +809,7 @@ build_round() {
 	build_tree build_fg
 	t1=$(cpu_ticks "$dpid")
 	B_FG[r]=$(wall build_fg) D_B[r]=$(dcpu "$t0" "$t1")
+	rec build_fg "$r" "${D_B[r]}"
 	status_to "$work/st.b1.$r.json"
 	stop_daemon
 	B_HWM[r]=$hwm_kb
@@ -878,7 +901,7 @@ report_source() {
 		echo "- build (run $r): $(lat_of "$work/st.b1.$r.json"); scan p50 $(us "$(jn "$work/st.b1.$r.json" .scan_latency.p50_us)"); VmHWM $(kib_mib "${B_HWM[r]}")"
 	fi
 	echo
-	echo "Wall times of each run, in seconds:"
+	echo "Wall times of each run, in seconds; in parentheses, the CPU time the whole machine spent meanwhile beyond the workload's own processes and the daemon (/proc/stat, steal included): well above 0, something else was competing."
 	echo
 	echo "| run | tar none | tar fanguard | grep 1 none | grep 1 before | grep 1 while | grep 2 none | grep 2 before | grep 2 while | build none | build fanguard |"
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -886,9 +909,9 @@ report_source() {
 	wants source || m=0
 	wants build && [ "$bruns" -gt "$m" ] && m=$bruns
 	for r in $(seq "$m"); do
-		printf '| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$r" "${S_TAR_NONE[r]:-–}" "${S_TAR_FG[r]:-–}" \
-			"${S_G1_NONE[r]:-–}" "${S_G1_C[r]:-–}" "${S_G1_W[r]:-–}" "${S_G2_NONE[r]:-–}" "${S_G2_C[r]:-–}" "${S_G2_W[r]:-–}" \
-			"${B_NONE[r]:-–}" "${B_FG[r]:-–}"
+		printf '| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$r" "$(wo S_TAR_NONE tar_none "$r")" "$(wo S_TAR_FG tar_fg "$r")" \
+			"$(wo S_G1_NONE g1_none "$r")" "$(wo S_G1_C g1_c "$r")" "$(wo S_G1_W g1_w "$r")" "$(wo S_G2_NONE g2_none "$r")" \
+			"$(wo S_G2_C g2_c "$r")" "$(wo S_G2_W g2_w "$r")" "$(wo B_NONE build_none "$r")" "$(wo B_FG build_fg "$r")"
 	done
 	echo
 }
@@ -1114,3 +1137,5 @@ took=$(($(date +%s) - t_start))
 cat "$work/report.md"
 cp "$work/report.md" "$out"
 say "written to $out (took $((took / 60)) min $((took % 60)) s)"
+exit 0
+}
