@@ -116,8 +116,8 @@ for g in "${gl[@]}"; do
 	*) die2 "-w: unknown workload group '$g' (corpus, source, build, latency, rss, all)" ;;
 	esac
 done
-[ ${#want[@]} -gt 0 ] || die2 "-w names no workload group"
 [ "$bruns" -gt 0 ] || unset 'want[build]'
+[ ${#want[@]} -gt 0 ] || die2 "-w names no workload group to run (-K 0 skips the build)"
 wants() { [ -n "${want[$1]:-}" ]; }
 
 # Paths given on the command line are relative to where we were started;
@@ -875,9 +875,9 @@ report_source() {
 		target "\`make tinyconfig && make -j$ncpu\`" "$r_b" "≤ 1.05" "$(le "$r_b" 1.05)"
 	fi
 	echo
-	echo "The daemon over each phase of the fanguard run with the median time (counters of \`fanguard status\` before and after; held: answered by on_timeout or on_overload, unscanned):"
+	echo "The daemon over each phase of the fanguard run with the median time (counters of \`fanguard status\` before and after; unscanned: opens answered by on_timeout or on_overload):"
 	echo
-	echo "| phase | run | daemon CPU (s) | events | scans | MiB scanned | marks added | cache hits | held past budget or overloaded | detections |"
+	echo "| phase | run | daemon CPU (s) | events | scans | MiB scanned | marks added | cache hits | unscanned | detections |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	if wants source; then
 		phase_row "\`tar xf\`" S_TAR_FG D_TAR wtar w0
