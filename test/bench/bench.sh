@@ -164,6 +164,10 @@ fi
 for cp in "${need[@]}"; do command -v "${cp%%:*}" >/dev/null || die2 "${cp%%:*} not found"; done
 if wants source || wants build; then [ -e "$src_xz" ] || die2 "$src_xz not found after installing linux-source-6.1"; fi
 
+if wants rss; then # a page and an inode per file on the rss tmpfs
+	mem_kb=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
+	[ "$mem_kb" -gt $((cfiles * 5 + 2 * 1048576)) ] || die2 "the rss workload's $cfiles files take about $((cfiles * 5 / 1024)) MiB of memory; only $((mem_kb / 1024)) MiB is available (-c sets fewer)"
+fi
 ncpu=$(nproc)
 load_start=$(cut -d' ' -f1 /proc/loadavg)
 clk_tck=$(getconf CLK_TCK)
@@ -1057,7 +1061,7 @@ report_rss() {
 	echo "| daemon (/proc/PID/status) | VmRSS | VmHWM |"
 	echo "| --- | ---: | ---: |"
 	echo "| ready: rules loaded, cache empty | $(kib_mib "$rss_start") | $(kib_mib "$hwm_start") |"
-	echo "| after the $cfiles first opens: cache full | $(kib_mib "$rss_full") | $(kib_mib "$hwm_full") |"
+	echo "| after the $cfiles first opens: $(na "$entries") cache entries | $(kib_mib "$rss_full") | $(kib_mib "$hwm_full") |"
 	echo
 	echo "- growth per cache entry: (VmRSS full − VmRSS ready) / entries = $per bytes"
 	echo "- resident at full cache: RssAnon $(kib_mib "$rss_anon"), RssFile $(kib_mib "$rss_file"); by mapping (/proc/PID/smaps):"
