@@ -242,6 +242,7 @@ func load(dirs []string, cacheDir string) (*Ruleset, error) {
 		rs.rules.Destroy()
 		rs.rules = nil
 	}
+	trimMalloc()
 	return rs, nil
 }
 
