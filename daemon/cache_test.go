@@ -337,10 +337,6 @@ func TestCacheIndex(t *testing.T) {
 // forget what it evicted (the count of evictions), holding at most its
 // bound. TestCacheClock checks which entry goes.
 func TestCacheModel(t *testing.T) {
-	type model struct {
-		e   cacheEntry
-		ref bool
-	}
 	for _, tc := range []struct {
 		entries, files int
 		oneShard       bool
