@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"os"
@@ -28,13 +29,13 @@ import (
 // approximate.
 //
 // Its memory is outside the Go heap. Each shard maps, once and at its full
-// size, an anonymous private mapping holding its records (48 bytes each,
+// size, an anonymous private mapping holding its records (40 bytes each,
 // pointer-free) and its index, an open-addressing hash table (linear
 // probing, backward-shift deletion) of int32 slots, two or more per record
 // (a power of two). Untouched pages cost nothing; the garbage collector
 // neither scans the mapping nor counts it in its heap goal, so a full cache
-// is not doubled by GOGC. A full cache costs about 56 bytes per entry of
-// resident memory (TestCacheMemory measures it): 56 MB for a million
+// is not doubled by GOGC. A full cache costs about 48 bytes per entry of
+// resident memory (TestCacheMemory measures it): 48 MB for a million
 // entries. The detections (rule, rule file: only files with matches) are
 // Go values, in a small map per shard by file.
 //
@@ -69,16 +70,27 @@ type cacheEntry struct {
 
 // cacheRec is a cacheEntry as the cache holds it: fixed-size and free of
 // pointers, which is what makes memory outside the Go heap legal for it.
-// The rules generation stays 64 bits: it cannot wrap.
+// The device and the rules generation are kept in 32 bits: a file whose
+// device number (the kernel's, 32 bits) or a rules generation that does
+// not fit is not cached, so a generation counted past 2^32 can never make
+// a stale record look current: it only stops the caching.
 type cacheRec struct {
-	dev, ino uint64
-	ctimeNs  int64
-	size     int64
-	gen      uint64
-	fileGen  uint32
-	verdict  policy.Verdict
-	flags    uint8
-	_        [2]byte
+	ino     uint64
+	ctimeNs int64
+	size    int64
+	dev     uint32
+	fileGen uint32
+	gen     uint32
+	verdict policy.Verdict
+	flags   uint8
+	_       [2]byte
+}
+
+func (r *cacheRec) id() fan.FileID { return fan.FileID{Dev: uint64(r.dev), Ino: r.ino} }
+
+// cacheable reports whether a record can hold id and gen.
+func cacheable(id fan.FileID, gen uint64) bool {
+	return id.Dev <= math.MaxUint32 && gen <= math.MaxUint32
 }
 
 const (
@@ -179,7 +191,7 @@ func (s *cacheShard) find(id fan.FileID, h uint64) (int, int32) {
 		if v == 0 {
 			return pos, -1
 		}
-		if r := &s.recs[v-1]; r.ino == id.Ino && r.dev == id.Dev {
+		if r := &s.recs[v-1]; r.ino == id.Ino && uint64(r.dev) == id.Dev {
 			return pos, v - 1
 		}
 	}
@@ -192,7 +204,7 @@ func (s *cacheShard) unindex(pos int) {
 	mask := len(s.slots) - 1
 	for j := (pos + 1) & mask; s.slots[j] != 0; j = (j + 1) & mask {
 		r := &s.recs[s.slots[j]-1]
-		home := int(hash(fan.FileID{Dev: r.dev, Ino: r.ino}, s.seed)) & mask
+		home := int(hash(r.id(), s.seed)) & mask
 		// The record at j may fill the hole unless its home lies
 		// (cyclically) after the hole, up to j.
 		if (j-home)&mask >= (j-pos)&mask {
@@ -208,13 +220,13 @@ func (s *cacheShard) unindex(pos int) {
 func (s *cacheShard) remove(ri int32, pos int) {
 	r := &s.recs[ri]
 	if r.flags&recDet != 0 {
-		delete(s.dets, fan.FileID{Dev: r.dev, Ino: r.ino})
+		delete(s.dets, r.id())
 	}
 	s.unindex(pos)
 	last := int32(s.n - 1)
 	if ri != last {
 		*r = s.recs[last]
-		id := fan.FileID{Dev: r.dev, Ino: r.ino}
+		id := r.id()
 		p, _ := s.find(id, hash(id, s.seed)) // finds it at last, still there
 		s.slots[p] = ri + 1
 	}
@@ -228,8 +240,8 @@ func (s *cacheShard) put(ri int32, e *cacheEntry) {
 	if r.flags&recDet != 0 && e.det == nil {
 		delete(s.dets, e.id)
 	}
-	*r = cacheRec{dev: e.id.Dev, ino: e.id.Ino, ctimeNs: e.stamp.CtimeNs, size: e.stamp.Size,
-		gen: e.gen, fileGen: e.stamp.Gen, verdict: e.verdict}
+	*r = cacheRec{dev: uint32(e.id.Dev), ino: e.id.Ino, ctimeNs: e.stamp.CtimeNs, size: e.stamp.Size,
+		gen: uint32(e.gen), fileGen: e.stamp.Gen, verdict: e.verdict}
 	if e.det != nil {
 		r.flags = recDet
 		s.dets[e.id] = e.det
@@ -239,7 +251,7 @@ func (s *cacheShard) put(ri int32, e *cacheEntry) {
 // lookup returns the cached verdict of id if it was judged with stamp and
 // the rules generation gen. The caller counts hits and misses.
 func (c *verdictCache) lookup(id fan.FileID, stamp fan.Stamp, gen uint64) (policy.Verdict, *detection, bool) {
-	if c == nil {
+	if c == nil || !cacheable(id, gen) {
 		return 0, nil, false
 	}
 	h := hash(id, c.seed)
@@ -254,7 +266,7 @@ func (c *verdictCache) lookup(id fan.FileID, stamp fan.Stamp, gen uint64) (polic
 		return 0, nil, false
 	}
 	r := &s.recs[ri]
-	if r.ctimeNs != stamp.CtimeNs || r.size != stamp.Size || r.fileGen != stamp.Gen || r.gen != gen {
+	if r.ctimeNs != stamp.CtimeNs || r.size != stamp.Size || r.fileGen != stamp.Gen || uint64(r.gen) != gen {
 		return 0, nil, false
 	}
 	r.flags |= recRef
@@ -268,7 +280,7 @@ func (c *verdictCache) lookup(id fan.FileID, stamp fan.Stamp, gen uint64) (polic
 // store caches e, replacing what was cached for e.id, evicting an entry
 // not used lately when the shard is full.
 func (c *verdictCache) store(e cacheEntry) {
-	if c == nil {
+	if c == nil || !cacheable(e.id, e.gen) {
 		return
 	}
 	h := hash(e.id, c.seed)
@@ -301,7 +313,7 @@ func (c *verdictCache) store(e cacheEntry) {
 			s.hand++
 			continue
 		}
-		oldID := fan.FileID{Dev: old.dev, Ino: old.ino}
+		oldID := old.id()
 		if old.flags&recDet != 0 {
 			delete(s.dets, oldID)
 			old.flags &^= recDet
