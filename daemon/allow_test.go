@@ -55,7 +55,7 @@ func TestAllowListInMemory(t *testing.T) {
 	d.rules.Store(newRuleSet(rs, 1))
 	d.group = g
 	d.excl = policy.NewExclusions(policy.ProtectConfig{})
-	d.cache = newVerdictCache(100, &d.stats)
+	d.cache = testCache(t, 100, &d.stats)
 	rec := &fakeRecorder{}
 	d.recorder = rec
 	ctx := context.Background()
@@ -173,7 +173,7 @@ func TestAllowListInMemory(t *testing.T) {
 // caches its verdict only if that list is still in force when it would.
 func TestAllowListSwapDuringScan(t *testing.T) {
 	d, _ := testDaemon(t, time.Hour)
-	d.cache = newVerdictCache(100, &d.stats)
+	d.cache = testCache(t, 100, &d.stats)
 	old := &allowList{}
 	d.allow.Store(old)
 	for _, tt := range []struct {

@@ -252,7 +252,11 @@ func New(opts Options) (*Daemon, error) {
 		version:    opts.Version,
 		started:    time.Now(),
 	}
-	d.cache = newVerdictCache(opts.Config.Cache.Entries, &d.stats)
+	if d.cache, err = newVerdictCache(opts.Config.Cache.Entries, &d.stats); err != nil {
+		g.Close()
+		notif.Close()
+		return nil, err
+	}
 	if opts.Config.Scan.OnClose {
 		d.closeq = newCloseQueue(opts.Config.Scan.OnCloseQueue, d.kern.CloseFd, &d.stats)
 	}
@@ -441,6 +445,11 @@ func (d *Daemon) Healthy() bool { return d.unhealthyReason() == "" }
 // workers answer what is pending (each event still within its budget), and
 // closes the groups, upon which the kernel allows anything left.
 func (d *Daemon) Run(ctx context.Context) error {
+	defer func() {
+		if err := d.cache.close(); err != nil {
+			d.log.Warn("cannot unmap the verdict cache", zap.Error(err))
+		}
+	}()
 	defer d.group.Close()
 	defer d.notif.Close()
 

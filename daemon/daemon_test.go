@@ -124,7 +124,7 @@ func TestHandleFastPath(t *testing.T) {
 			d.cfg.OnOversize = policy.Deny
 			d.excl = policy.NewExclusions(policy.ProtectConfig{ExcludeUIDs: tt.excludeUIDs})
 			d.sched = newSched(d.cfg.MaxPending, d.cfg.MaxPendingPerUID, 2)
-			d.cache = newVerdictCache(100, &d.stats)
+			d.cache = testCache(t, 100, &d.stats)
 			for _, e := range tt.cached {
 				d.cache.store(e)
 			}

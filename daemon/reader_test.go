@@ -41,7 +41,7 @@ func BenchmarkReaderCacheHit(b *testing.B) {
 	d, _ := testDaemon(&testing.T{}, 0)
 	d.kern = nopKernel{}
 	d.excl = policy.NewExclusions(policy.ProtectConfig{})
-	d.cache = newVerdictCache(1000, &d.stats)
+	d.cache = testCache(b, 1000, &d.stats)
 	d.cache.store(cacheEntry{stamp: fan.Stamp{}, gen: 1, verdict: policy.Allow})
 	const events = 64
 	var buf []byte
@@ -117,7 +117,7 @@ func TestReaderMalformedRecords(t *testing.T) {
 			d, k := testDaemon(t, time.Hour)
 			d.cfg.OnError = policy.Deny
 			d.excl = policy.NewExclusions(policy.ProtectConfig{})
-			d.cache = newVerdictCache(1000, &d.stats)
+			d.cache = testCache(t, 1000, &d.stats)
 			var buf []byte
 			for _, r := range tt.records {
 				buf = append(buf, r...)
@@ -179,7 +179,7 @@ func FuzzReaderBatch(f *testing.F) {
 		k := &countingKernel{}
 		d.kern = k
 		d.excl = policy.NewExclusions(policy.ProtectConfig{})
-		d.cache = newVerdictCache(10, &d.stats) // every file is cached: answered at once
+		d.cache = testCache(t, 10, &d.stats) // every file is cached: answered at once
 		d.cache.store(cacheEntry{gen: 1, verdict: policy.Allow})
 		want, fatal := 0, false
 		for off := 0; off < len(buf); {
@@ -217,7 +217,7 @@ func TestNoPathOnCacheHit(t *testing.T) {
 	d, k := testDaemon(t, time.Hour)
 	d.mounts = trustAllMounts{}
 	d.excl = policy.NewExclusions(policy.ProtectConfig{ExcludePaths: []string{"/nowhere/excluded"}})
-	d.cache = newVerdictCache(100, &d.stats)
+	d.cache = testCache(t, 100, &d.stats)
 	file := func(ino uint64) fan.FileInfo {
 		return fan.FileInfo{ID: fan.FileID{Dev: 1, Ino: ino}, Stamp: fan.Stamp{CtimeNs: 1, Size: 10}, Mode: unix.S_IFREG | 0o644}
 	}
@@ -289,7 +289,7 @@ func BenchmarkReaderCacheHitTmpfs(b *testing.B) {
 			d, _ := testDaemon(&testing.T{}, 0)
 			d.kern = statKernel{stat: bm.stat}
 			d.excl = policy.NewExclusions(policy.ProtectConfig{})
-			d.cache = newVerdictCache(1000, &d.stats)
+			d.cache = testCache(b, 1000, &d.stats)
 			d.cache.store(cacheEntry{id: fi.ID, stamp: fi.Stamp, gen: 1, verdict: policy.Allow})
 			var scratch [4096]byte
 			now := time.Now()
