@@ -1079,7 +1079,7 @@ report_rss() {
 	# ended, live after it; the goal (the heap size of the next collection)
 	live0=$(gcfield 3 "$work/rss.gc0") live=$(gcfield 3 "$work/rss.gc") goal=$(gcfield 4 "$work/rss.gc")
 	if [ "$(le "$rss_full" $((100 * 1024)))" = 0 ]; then
-		echo "- above 100 MiB: the daemon grew by $(kib_mib $((rss_full - rss_start))) from ready to a full cache of $(na "$entries") entries, $per bytes per entry resident (daemon/cache.go estimates 120 bytes of entry and index)."
+		echo "- above 100 MiB: the daemon grew by $(kib_mib $((rss_full - rss_start))) from ready to a full cache of $(na "$entries") entries, $per bytes per entry resident (daemon/cache.go: a 40-byte record and its index slots, off the Go heap, about 48 bytes)."
 		if [ -n "$live" ]; then
 			echo "  The Go heap held $live MB of live objects after the last collection ($(na "$live0") MB when ready: $(awk -v a="$live" -v b="${live0:-0}" -v n="${entries:-0}" 'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1e6 / n; else print "n/a" }') live bytes per entry), with a goal of $(na "$goal") MB: with the default GOGC=100 the heap grows to twice its live data before the next collection, and the scavenger returns the pages it reached to the system only slowly."
 			local cache_mb room_mib
