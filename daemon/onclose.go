@@ -390,23 +390,9 @@ func (w *worker) processClose(j *job) {
 	if !detected {
 		return // deferred: see above
 	}
-	d.detections.send(&Detection{
-		Time:            o.read,
-		Action:          d.action(o.matches),
-		Verdict:         v,
-		Answered:        v,
-		OnClose:         true,
-		Matches:         o.matches,
-		SHA256:          o.sha256,
-		Size:            int64(o.n),
-		Path:            []byte(o.path),
-		File:            info,
-		PID:             o.pid,
-		UID:             uidOf(uid),
-		RulesGeneration: rules.rs.Generation,
-		pidfd:           pidfd,
-		size:            size,
-	})
+	det := d.newDetection(&o, info, uid, rules, v, v, pidfd, size)
+	det.OnClose = true
+	d.detections.send(det)
 }
 
 // closeStatus is what the status shows of the scans on close.

@@ -258,12 +258,19 @@ func (w *worker) process(j *job) {
 	if o.late {
 		answered = d.cfg.OnTimeout
 	}
-	d.detections.send(&Detection{
+	det := d.newDetection(&o, info, uid, rules, v, answered, pidfd, size)
+	det.Late = o.late
+	d.detections.send(det)
+}
+
+// newDetection is the record of a scan that matched (o), for the
+// describing stage: v is the scan's verdict, answered what the open got.
+func (d *Daemon) newDetection(o *outcome, info fan.FileInfo, uid uint32, rules *ruleSet, v, answered policy.Verdict, pidfd int32, size int64) *Detection {
+	return &Detection{
 		Time:            o.read,
 		Action:          d.action(o.matches),
 		Verdict:         v,
 		Answered:        answered,
-		Late:            o.late,
 		Matches:         o.matches,
 		SHA256:          o.sha256,
 		Size:            int64(o.n),
@@ -274,7 +281,7 @@ func (w *worker) process(j *job) {
 		RulesGeneration: rules.rs.Generation,
 		pidfd:           pidfd,
 		size:            size,
-	})
+	}
 }
 
 // uidOf is a uid as a Detection holds it: -1 if the kernel could not say.
