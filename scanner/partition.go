@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
@@ -62,22 +63,11 @@ func (rs *Ruleset) EmptyMatches() (matches []Match, known bool) {
 	}
 	for _, m := range rs.empty {
 		m.Tags = slices.Clone(m.Tags)
-		m.Meta = cloneMeta(m.Meta)
+		m.Meta = maps.Clone(m.Meta)
 		m.Strings = slices.Clone(m.Strings)
 		matches = append(matches, m)
 	}
 	return matches, true
-}
-
-func cloneMeta(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // partFile is a rule file as the partition sees it.
