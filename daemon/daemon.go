@@ -265,6 +265,11 @@ func New(opts Options) (*Daemon, error) {
 	d.refreshExeIDs()
 	d.rules.Store(newRuleSet(opts.Rules, 1))
 	d.jobs.New = func() any { return newJob(d) }
+	// Made here, not in Run: Healthy and the status read them from other
+	// goroutines (the watchdog) from the start.
+	for range d.cfg.Workers {
+		d.workers = append(d.workers, &worker{d: d})
+	}
 	return d, nil
 }
 
@@ -472,10 +477,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	var workers sync.WaitGroup
-	for range d.cfg.Workers {
-		w := &worker{d: d}
-		d.workers = append(d.workers, w)
-	}
 	for _, w := range d.workers {
 		workers.Add(1)
 		go func() {
