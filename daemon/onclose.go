@@ -342,17 +342,9 @@ func (w *worker) processClose(j *job) {
 	}
 	o.verdict = v
 	cacheable := o.err == nil && o.complete
-	detected := len(o.matches) > 0
-	var size int64
-	if detected {
-		size = detectionSize(o.path, o.matches)
-		if !d.detections.reserve(size) {
-			// Not recorded now: nothing cached, so the first open scans
-			// and detects it again.
-			detected, cacheable = false, false
-			d.stats.DetectionsDeferred.Add(1)
-		}
-	}
+	size, deferred := d.reserveRecord(&o)
+	detected := len(o.matches) > 0 && deferred == 0
+	cacheable = cacheable && deferred == 0
 	// No open is held: the mark goes on now. endScan states the file
 	// again and takes the mark back if the stamp moved (a write between
 	// the read and the mark); a write after the mark clears it. The
@@ -366,13 +358,9 @@ func (w *worker) processClose(j *job) {
 	}
 	info, uid := j.info, j.uid
 	w.endScan(j, rules, v, &o, cacheable, kernelCached)
-	pidfd := int32(-1)
-	if detected {
-		pidfd = j.takePidfd() // the describing stage closes it
-	}
-	j.done()
-	if cap(w.buf) > keptBuffer {
-		w.buf = nil
+	pidfd := w.release(j, detected)
+	if deferred&(deferred-1) == 0 && deferred > 0 {
+		d.logDeferred(o.path, deferred)
 	}
 	if o.err != nil {
 		if ce := d.log.Check(zap.DebugLevel, "cannot scan a file on close; its first open scans it"); ce != nil {

@@ -213,31 +213,15 @@ func (w *worker) process(j *job) {
 	if o.allowSeen {
 		o.sha256 = hex.EncodeToString(o.sum[:])
 	}
-	detected := len(o.matches) > 0
-	var size int64
-	if detected {
-		// Room for the record, or no cached verdict: the next open of the
-		// file then scans and detects it again, when there may be room.
-		size = detectionSize(o.path, o.matches)
-		if !d.detections.reserve(size) {
-			detected = false
-			cacheable = false
-			if n := d.stats.DetectionsDeferred.Add(1); n&(n-1) == 0 {
-				defer d.log.Warn("detection not recorded now: the record queue is full; the file stays uncached and is detected again at its next open",
-					zap.String("path", o.path), zap.Uint64("count", n))
-			}
-		}
+	size, deferred := d.reserveRecord(&o)
+	detected := len(o.matches) > 0 && deferred == 0
+	cacheable = cacheable && deferred == 0
+	if deferred&(deferred-1) == 0 && deferred > 0 {
+		defer d.logDeferred(o.path, deferred) // after the followers' answers
 	}
 	info, uid := j.info, j.uid
 	w.endScan(j, rules, v, &o, cacheable, kernelCached)
-	pidfd := int32(-1)
-	if detected {
-		pidfd = j.takePidfd() // the describing stage closes it
-	}
-	j.done()
-	if cap(w.buf) > keptBuffer {
-		w.buf = nil
-	}
+	pidfd := w.release(j, detected)
 
 	if o.allowListed {
 		d.log.Debug("detection allowed by the allow list", zap.String("sha256", o.sha256), zap.String("path", o.path))
@@ -290,6 +274,46 @@ func (d *Daemon) newDetection(o *outcome, info fan.FileInfo, uid uint32, rules *
 		pidfd:           pidfd,
 		size:            size,
 	}
+}
+
+// reserveRecord makes room in the detection queue for the record of a
+// scan that matched (o), and returns its size. When there is none it
+// returns how many detections were deferred so far (0 when reserved, or
+// when nothing matched): the detection is then not recorded now and its
+// verdict not cached, so that the file's next open scans and detects it
+// again, when there may be room.
+func (d *Daemon) reserveRecord(o *outcome) (size int64, deferred uint64) {
+	if len(o.matches) == 0 {
+		return 0, 0
+	}
+	size = detectionSize(o.path, o.matches)
+	if d.detections.reserve(size) {
+		return size, 0
+	}
+	return size, d.stats.DetectionsDeferred.Add(1)
+}
+
+// logDeferred logs a detection not recorded for want of room; callers log
+// the 1st, 2nd, 4th, 8th... of them.
+func (d *Daemon) logDeferred(path string, count uint64) {
+	d.log.Warn("detection not recorded now: the record queue is full; the file stays uncached and is detected again at its next open",
+		zap.String("path", path), zap.Uint64("count", count))
+}
+
+// release ends a job once endScan has answered it and its followers: it
+// takes the job's pidfd for the record of a detection (the describing
+// stage closes it), -1 otherwise, lets the job go, and drops a read
+// buffer grown past keptBuffer.
+func (w *worker) release(j *job, detected bool) (pidfd int32) {
+	pidfd = -1
+	if detected {
+		pidfd = j.takePidfd()
+	}
+	j.done()
+	if cap(w.buf) > keptBuffer {
+		w.buf = nil
+	}
+	return pidfd
 }
 
 // uidOf is a uid as a Detection holds it: -1 if the kernel could not say.
