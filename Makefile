@@ -56,16 +56,18 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzPartition$$' -fuzztime $(FUZZTIME) ./scanner/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecordRoundTrip$$' -fuzztime $(FUZZTIME) ./quarantine/
 
-# install: the binary, the shipped rules, the systemd unit, an empty
+# install: the binary, the shipped rules, the systemd units (the daemon,
+# and fanguard-update.service + .timer for the rule feeds), an empty
 # /etc/fanguard/rules.d for the administrator's rules, and the default config
 # unless one is there already. The unit runs /usr/sbin/fanguard: keep
 # PREFIX=/usr for a system install. Then: systemctl daemon-reload &&
-# systemctl enable --now fanguard.
+# systemctl enable --now fanguard fanguard-update.timer.
 install: build
 	install -D -m 0755 bin/fanguard $(DESTDIR)$(PREFIX)/sbin/fanguard
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/fanguard/rules.d $(DESTDIR)/etc/fanguard/rules.d
 	install -m 0644 configs/rules.d/*.yar $(DESTDIR)$(PREFIX)/lib/fanguard/rules.d/
 	install -D -m 0644 configs/fanguard.service $(DESTDIR)$(UNITDIR)/fanguard.service
+	install -m 0644 configs/fanguard-update.service configs/fanguard-update.timer $(DESTDIR)$(UNITDIR)/
 	test -e $(DESTDIR)/etc/fanguard/fanguard.toml || install -m 0644 configs/fanguard.toml $(DESTDIR)/etc/fanguard/fanguard.toml
 
 # uninstall: stop and disable the service (only on a running systemd and
@@ -75,9 +77,10 @@ install: build
 # in place; remove those by hand if you mean it.
 uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then \
-		systemctl disable --now fanguard.service || true; \
+		systemctl disable --now fanguard.service fanguard-update.timer || true; \
 	fi
 	rm -f $(DESTDIR)$(PREFIX)/sbin/fanguard $(DESTDIR)$(UNITDIR)/fanguard.service
+	rm -f $(DESTDIR)$(UNITDIR)/fanguard-update.service $(DESTDIR)$(UNITDIR)/fanguard-update.timer
 	rm -rf $(DESTDIR)$(PREFIX)/lib/fanguard
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then \
 		systemctl daemon-reload; \

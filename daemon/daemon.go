@@ -56,6 +56,10 @@ type Options struct {
 	Owners map[uint32]string
 	// Version is the daemon's version, for the status and the metrics.
 	Version string
+	// Feeds reports the rule feeds' state for the status and the metrics;
+	// nil: no feeds. Called from the control socket's goroutines, never
+	// on the event path.
+	Feeds func() []StatusFeed
 }
 
 // Daemon is the running pipeline. Create it with New and start it with
@@ -136,9 +140,10 @@ type Daemon struct {
 	held     chan heldAnswer
 	stopHeld chan struct{}
 
-	version string
-	started time.Time
-	rates   rateWindow // events and scans over the last minute, for the status
+	version    string
+	feedStatus func() []StatusFeed // Options.Feeds
+	started    time.Time
+	rates      rateWindow // events and scans over the last minute, for the status
 }
 
 // Notifier receives the daemon's state changes. Its methods must not
@@ -250,6 +255,7 @@ func New(opts Options) (*Daemon, error) {
 		mounts:     trustNoMounts{}, // until Run has a namespace marker
 		scans:      make(map[fan.FileID]*job),
 		version:    opts.Version,
+		feedStatus: opts.Feeds,
 		started:    time.Now(),
 	}
 	if d.cache, err = newVerdictCache(opts.Config.Cache.Entries, &d.stats); err != nil {

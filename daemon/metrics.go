@@ -89,6 +89,7 @@ type collector struct {
 	rules, rulesInfo, rulesLoad                          *prometheus.Desc
 	fds, goroutines, uptime, build                       *prometheus.Desc
 	decision, scan                                       *prometheus.Desc
+	feeds                                                feedMetrics
 }
 
 func newCollector(d *Daemon) *collector {
@@ -124,6 +125,7 @@ func newCollector(d *Daemon) *collector {
 	c.build = g("build_info", "The daemon's version.", "version")
 	c.decision = g("decision_latency_seconds", "Time from reading a permission event to answering it.")
 	c.scan = g("scan_latency_seconds", "Time of one YARA scan of a file's content.")
+	c.feeds = newFeedMetrics()
 	return c
 }
 
@@ -135,6 +137,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.rules, c.rulesInfo, c.rulesLoad, c.fds, c.goroutines, c.uptime, c.build, c.decision, c.scan} {
 		ch <- d
 	}
+	c.feeds.describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -176,6 +179,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.goroutines, float64(runtime.NumGoroutine()))
 	gauge(c.uptime, time.Since(d.started).Seconds())
 	gauge(c.build, 1, d.version)
+	c.feeds.collect(ch, d.feeds(time.Now()))
 	for _, h := range []struct {
 		desc *prometheus.Desc
 		h    *latencyHistogram
@@ -361,6 +365,8 @@ type Status struct {
 	// a scan by on_timeout or on_overload.
 	Unscanned  []UnscannedByUID `json:"unscanned_by_uid"`
 	TopTalkers StatusTalkers    `json:"top_talkers"`
+	// Feeds are the rule feeds of the configuration ([[feeds]]).
+	Feeds []StatusFeed `json:"feeds"`
 }
 
 // StatusTalkers are the executables and directories that caused the most
@@ -452,6 +458,7 @@ func (d *Daemon) status() Status {
 		Detections:  d.stats.recent.last(),
 		TopTalkers:  d.topTalkers(),
 		OnClose:     d.closeStatus(),
+		Feeds:       d.feeds(now),
 	}
 	if !st.Health.Healthy {
 		st.Health.Reason = d.unhealthyReason()
@@ -459,6 +466,8 @@ func (d *Daemon) status() Status {
 			st.Health.Reason = "the pipeline was not making progress a moment ago"
 		}
 	} else if r := d.recordingProblem(); r != "" {
+		st.Health.Healthy, st.Health.Reason = false, r
+	} else if r := feedProblem(st.Feeds, d.cfg.Update.MaxAge); r != "" {
 		st.Health.Healthy, st.Health.Reason = false, r
 	}
 	rs := d.rules.Load().rs

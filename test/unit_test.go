@@ -216,3 +216,61 @@ func unitSettings(t *testing.T, path string) map[string][]string {
 	}
 	return settings
 }
+
+// TestUpdateUnits checks configs/fanguard-update.service and .timer with
+// "systemd-analyze verify", in a throwaway root laid out as make install
+// does, with the host's target units (timers.target, sysinit.target...,
+// shipped with systemd) that units with default dependencies refer to, and
+// rates the service's exposure.
+func TestUpdateUnits(t *testing.T) {
+	analyze := requireSystemdAnalyze(t)
+	targets, _ := filepath.Glob("/lib/systemd/system/*.target")
+	if len(targets) == 0 {
+		targets, _ = filepath.Glob("/usr/lib/systemd/system/*.target")
+	}
+	if len(targets) == 0 {
+		if testutil.InCI() {
+			t.Fatal("no systemd target units in /lib/systemd/system (make deps installs systemd)")
+		}
+		t.Skip("no systemd target units in /lib/systemd/system")
+	}
+	root := t.TempDir()
+	unitDir := filepath.Join(root, "usr/lib/systemd/system")
+	for _, u := range targets {
+		installFile(t, u, filepath.Join(unitDir, filepath.Base(u)), 0o644)
+	}
+	service := filepath.Join(unitDir, "fanguard-update.service")
+	timer := filepath.Join(unitDir, "fanguard-update.timer")
+	installFile(t, "../configs/fanguard-update.service", service, 0o644)
+	installFile(t, "../configs/fanguard-update.timer", timer, 0o644)
+	installFile(t, binary, filepath.Join(root, "usr/sbin/fanguard"), 0o755)
+
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(analyze, args...)
+		cmd.Env = append(os.Environ(), "SYSTEMD_COLORS=0", "SYSTEMD_PAGER=", "LC_ALL=C")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("systemd-analyze %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		return out.String()
+	}
+	if out := run("verify", "--root="+root, timer, service); strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify has something to say about the update units:\n%s", out)
+	}
+	out := run("security", "--offline=true", service)
+	m := regexp.MustCompile(`Overall exposure level for fanguard-update\.service: ([0-9.]+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no overall exposure level in the output:\n%s", out)
+	}
+	if score, _ := strconv.ParseFloat(m[1], 64); score > 3.0 {
+		t.Errorf("fanguard-update.service exposure %.1f is above 3.0:\n%s", score, out)
+	}
+	settings := unitSettings(t, "../configs/fanguard-update.timer")
+	for _, key := range []string{"OnCalendar", "RandomizedDelaySec", "Persistent"} {
+		if _, ok := settings[key]; !ok {
+			t.Errorf("fanguard-update.timer has no %s=", key)
+		}
+	}
+}

@@ -51,7 +51,7 @@ func runDaemon(flags *configFlags, explicit bool) error {
 	}
 	defer closeLog()
 
-	rules, err := loadRules(cfg)
+	rules, err := loadRulesFallback(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func runDaemon(flags *configFlags, explicit bool) error {
 	d, err := daemon.New(daemon.Options{
 		Config:     cfg,
 		Rules:      rules,
-		LoadRules:  func() (*scanner.Ruleset, error) { return loadRules(cfg) },
+		LoadRules:  func() (*scanner.Ruleset, error) { return loadRulesFallback(cfg, log) },
 		RuleDirs:   cfg.Rules.Dirs,
 		Logger:     log,
 		Owners:     owners,
@@ -90,6 +90,7 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		LogDropped: logDropped,
 		Recorder:   recorder,
 		Version:    version,
+		Feeds:      feedStatuses(cfg),
 	})
 	if err != nil {
 		return err

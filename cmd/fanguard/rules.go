@@ -50,7 +50,7 @@ func newRulesCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(newRulesCheckCommand(), newRulesListCommand())
+	cmd.AddCommand(newRulesCheckCommand(), newRulesListCommand(), newRulesUpdateCommand(), newRulesRollbackCommand())
 	return cmd
 }
 
