@@ -65,6 +65,10 @@ func (e *GateError) Error() string {
 // the candidate (holding rules back); it never touches the rules in force.
 func gate(opts gateOptions) (gateResult, error) {
 	start := time.Now()
+	// The loader reports the paths it read, links resolved.
+	if c, err := filepath.EvalSymlinks(opts.candidate); err == nil {
+		opts.candidate = c
+	}
 	view, err := makeView(opts.dir, opts.feed, opts.candidate)
 	if err != nil {
 		return gateResult{}, err
@@ -78,7 +82,7 @@ func gate(opts gateOptions) (gateResult, error) {
 	}
 	prefix := opts.feed + "/"
 
-	rs, err := loadFeed(dirs, view, opts.feed)
+	rs, err := loadFeed(dirs, opts.candidate, opts.feed)
 	if err != nil {
 		return gateResult{}, err
 	}
@@ -141,7 +145,7 @@ func gate(opts gateOptions) (gateResult, error) {
 		// Compile again without them, and check that nothing of the
 		// feed matches the trusted files that matched.
 		rs.Close()
-		if rs, err = loadFeed(dirs, view, opts.feed); err != nil {
+		if rs, err = loadFeed(dirs, opts.candidate, opts.feed); err != nil {
 			return gateResult{}, err
 		}
 		second, err := scanTrusted(rs, again, opts.timeout)
@@ -159,7 +163,7 @@ func gate(opts gateOptions) (gateResult, error) {
 		}
 	}
 	for _, f := range rs.Files {
-		if FeedOf(view, f.Path) == opts.feed {
+		if strings.HasPrefix(f.Name, prefix) {
 			res.files++
 			res.rules += f.Rules
 		}
@@ -168,26 +172,27 @@ func gate(opts gateOptions) (gateResult, error) {
 	return res, nil
 }
 
-// loadFeed compiles the rules of dirs (the feeds directory replaced by
-// view) and fails with a GateError naming every error in the feed's files.
-// Errors in other files are not the feed's doing: they are left out as the
-// daemon would.
-func loadFeed(dirs []string, view, feed string) (*scanner.Ruleset, error) {
+// loadFeed compiles the rules of dirs (the feeds directory replaced by a
+// view in which feed is the candidate) and fails with a GateError naming
+// every error in the candidate's files. Errors in other files are not the
+// feed's doing: they are left out as the daemon would.
+func loadFeed(dirs []string, candidate, feed string) (*scanner.Ruleset, error) {
 	rs, err := scanner.Load(scanner.LoadOptions{Dirs: dirs})
 	if err != nil && !errors.Is(err, scanner.ErrNoRules) {
 		return nil, fmt.Errorf("compiling feed %s: %w", feed, err)
 	}
 	var problems []string
 	for _, b := range rs.Broken {
-		if FeedOf(view, b.Path) != feed {
+		rel, ok := below(candidate, b.Path)
+		if !ok {
 			continue
 		}
-		b.Path = feedPath(view, b.Path)
+		b.Path = feed + "/" + rel
 		problems = append(problems, b.Error())
 	}
 	n := 0
 	for _, f := range rs.Files {
-		if FeedOf(view, f.Path) == feed {
+		if strings.HasPrefix(f.Name, feed+"/") {
 			n++
 		}
 	}
@@ -204,13 +209,13 @@ func loadFeed(dirs []string, view, feed string) (*scanner.Ruleset, error) {
 	return rs, nil
 }
 
-// feedPath shows a path below the view as the feed's name and the file's
-// path in the feed: "forge/packages/core/rules.yar".
-func feedPath(view, p string) string {
-	if rel, err := filepath.Rel(view, p); err == nil && !strings.HasPrefix(rel, "..") {
-		return filepath.ToSlash(rel)
+// below returns p relative to dir, slash-separated, when p lies below dir.
+func below(dir, p string) (string, bool) {
+	rel, err := filepath.Rel(dir, p)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		return "", false
 	}
-	return p
+	return filepath.ToSlash(rel), true
 }
 
 // makeView makes a rules directory like dir, in which feed is the

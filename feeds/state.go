@@ -278,15 +278,24 @@ func Broken(dir string, names []string) map[string]string {
 }
 
 // FeedOf returns the feed a rule file belongs to, given its path as the
-// loader reports it (below the feeds directory dir), or "".
+// loader reports it, or "". The loader follows a feed's link to the
+// version it points at, so the path is below DIR/.store/NAME/; a path
+// below the link DIR/NAME/ counts too.
 func FeedOf(dir, path string) string {
 	rel, err := filepath.Rel(dir, path)
 	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		real, rerr := filepath.EvalSymlinks(dir)
+		if rerr != nil || real == dir {
+			return ""
+		}
+		return FeedOf(real, path)
+	}
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	if parts[0] == storeDir && len(parts) > 2 {
+		parts = parts[1:]
+	}
+	if len(parts) < 2 || strings.HasPrefix(parts[0], ".") {
 		return ""
 	}
-	name, _, _ := strings.Cut(filepath.ToSlash(rel), "/")
-	if strings.HasPrefix(name, ".") {
-		return ""
-	}
-	return name
+	return parts[0]
 }
