@@ -162,17 +162,17 @@ func Load(opts LoadOptions) (*Ruleset, error) {
 
 // load is one attempt of Load on absolute directories.
 func load(dirs []string, cacheDir string) (*Ruleset, error) {
-	listing, missing, err := listDirs(dirs)
+	l, err := listDirs(dirs)
 	if err != nil {
 		return nil, err
 	}
-	m := merge(listing)
-	rs := &Ruleset{Masked: m.Masked, MissingDirs: missing}
-	rs.Overridden, rs.Masks = shadows(listing)
+	m := merge(l.Entries)
+	rs := &Ruleset{Masked: m.Masked, MissingDirs: l.Missing}
+	rs.Overridden, rs.Masks = shadows(l.Entries)
 	for _, e := range m.Bad {
 		rs.Broken = append(rs.Broken, FileError{Path: e.Path, Msg: e.Note})
 	}
-	roots := includeRoots(dirs)
+	roots := l.Roots
 	inputs := make([]input, len(m.Files))
 	for i, f := range m.Files {
 		inputs[i] = readInput(f)
