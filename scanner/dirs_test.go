@@ -356,7 +356,7 @@ func TestLoadDirsErrors(t *testing.T) {
 		},
 		{
 			name:    "17 levels through a top-level link",
-			files:   map[string]string{"a.yar": rule("a"), "store/" + strings.Repeat("d/", maxRuleDepth) + "a.yar": rule("deep"), "feed": linkTo + "store"},
+			files:   map[string]string{"a.yar": rule("a"), ".store/" + strings.Repeat("d/", maxRuleDepth) + "a.yar": rule("deep"), "feed": linkTo + ".store"},
 			wantErr: "more than 16 directories deep",
 		},
 		{
