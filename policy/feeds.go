@@ -196,7 +196,7 @@ func (c *checker) feed(n int, m map[string]any) FeedConfig {
 	local := false
 	if raw.URL == nil {
 		c.fail(key(""), -1, "url is missing (want "+wantFeedURL+")")
-	} else if s, isLocal, ok := c.source(key("url"), raw.URL, wantFeedURL); ok {
+	} else if s, isLocal, ok := c.source(key("url"), raw.URL, wantFeedURL, false); ok {
 		f.URL, local = s, isLocal
 	}
 	if s, ok := c.str(key("subdir"), raw.Subdir, wantSubdir); ok {
@@ -223,7 +223,7 @@ func (c *checker) feed(n int, m map[string]any) FeedConfig {
 	keyOK := f.MinisignKey != "" || raw.MinisignKey != nil && raw.MinisignKey != ""
 	if raw.SignatureURL != nil && raw.SignatureURL != "" && !keyOK {
 		c.bad(key("signature_url"), -1, raw.SignatureURL, "is set but minisign_key is not, so there is no key to check the signature with", "minisign_key set too, or no signature_url")
-	} else if s, _, ok := c.source(key("signature_url"), raw.SignatureURL, wantSigURL); ok {
+	} else if s, _, ok := c.source(key("signature_url"), raw.SignatureURL, wantSigURL, true); ok {
 		f.SignatureURL = s
 	}
 	if f.SignatureURL == "" && f.MinisignKey != "" && f.URL != "" {
@@ -254,12 +254,16 @@ func (c *checker) feed(n int, m map[string]any) FeedConfig {
 }
 
 // source returns v, an "https://" address or an absolute path (cleaned),
-// and whether it is a local path. "" is returned as is.
-func (c *checker) source(key string, v any, want string) (s string, local, ok bool) {
-	if s, ok = c.str(key, v, want); !ok || s == "" {
+// and whether it is a local path; "" only if allowEmpty.
+func (c *checker) source(key string, v any, want string, allowEmpty bool) (s string, local, ok bool) {
+	if s, ok = c.str(key, v, want); !ok || (s == "" && allowEmpty) {
 		return s, false, ok
 	}
-	if strings.IndexByte(s, 0) >= 0 {
+	switch {
+	case s == "":
+		c.bad(key, -1, s, "is empty", want)
+		return "", false, false
+	case strings.IndexByte(s, 0) >= 0:
 		c.bad(key, -1, s, "contains a NUL byte", want)
 		return "", false, false
 	}
@@ -360,6 +364,8 @@ func whyNotMinisignKey(s string) string {
 	}
 	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
 	switch {
+	case strings.HasPrefix(strings.TrimSpace(s), "untrusted comment:"):
+		return "is a whole .pub file: keep only its second line, the key"
 	case err != nil:
 		return "is not base64"
 	case len(b) != minisignKeyLen:
