@@ -135,13 +135,16 @@ func Load(path string) (Config, error) {
 //
 // Parse resolves what the file leaves to the machine: workers = 0 becomes
 // runtime.NumCPU(), scan_timeout is rounded up to whole seconds (YARA counts
-// its timeout in seconds), paths are cleaned with filepath.Clean, and
-// duplicates are dropped from the [protect] lists (the first one stays).
-// Empty lists are returned as nil.
+// its timeout in seconds), paths are cleaned with filepath.Clean,
+// duplicates are dropped from the [protect] lists and from feeds' globs
+// (the first one stays), and each feed gets its defaults (include,
+// max_size, signature_url). Empty lists are returned as nil.
 //
 // Every error message starts with the file name and, where it is known, the
 // line: "fanguard.toml:7: on_timeout: "maybe" is not allowed (want "allow" or
-// "deny")". When several keys are wrong the returned error joins one error
+// "deny")". A key of the n-th [[feeds]] entry (from 1) is named with the
+// entry's name when it has one: "fanguard.toml:12: feeds[2] ("forge").url:
+// ...". When several keys are wrong the returned error joins one error
 // per problem (errors.Join), one per line. On error the returned Config is
 // the zero value.
 func Parse(data []byte, name string) (Config, error) {

@@ -160,7 +160,9 @@ func (c *checker) feed(n int, m map[string]any) FeedConfig {
 	var unknown []string
 	for k, v := range m {
 		if f, ok := fieldByTag(rv.Type(), k); ok {
-			rv.FieldByIndex(f.Index).Set(reflect.ValueOf(v))
+			if v != nil { // TOML has no null; go-toml never gives one
+				rv.FieldByIndex(f.Index).Set(reflect.ValueOf(v))
+			}
 		} else {
 			unknown = append(unknown, k)
 		}
@@ -220,8 +222,9 @@ func (c *checker) feed(n int, m map[string]any) FeedConfig {
 			f.MinisignKey = strings.TrimSpace(s)
 		}
 	}
-	keyOK := f.MinisignKey != "" || raw.MinisignKey != nil && raw.MinisignKey != ""
-	if raw.SignatureURL != nil && raw.SignatureURL != "" && !keyOK {
+	// A minisign_key given but wrong is reported above, not here too.
+	keyGiven := raw.MinisignKey != nil && raw.MinisignKey != ""
+	if raw.SignatureURL != nil && raw.SignatureURL != "" && !keyGiven {
 		c.bad(key("signature_url"), -1, raw.SignatureURL, "is set but minisign_key is not, so there is no key to check the signature with", "minisign_key set too, or no signature_url")
 	} else if s, _, ok := c.source(key("signature_url"), raw.SignatureURL, wantSigURL, true); ok {
 		f.SignatureURL = s
