@@ -1102,6 +1102,11 @@ func TestParseErrors(t *testing.T) {
 			want: []string{`test.toml:4: feeds[1] ("forge").signature_url: "https://example.com/r.zip.minisig" is set but minisign_key is not, so there is no key to check the signature with (want minisign_key set too, or no signature_url)`},
 		},
 		{
+			name: "feed signature_url with a wrong minisign_key: one error",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"https://example.com/r.zip\"\nminisign_key = \"RWQ\"\nsignature_url = \"https://example.com/r.zip.minisig\"\n",
+			want: []string{`test.toml:4: feeds[1] ("forge").minisign_key: "RWQ" is not base64`},
+		},
+		{
 			name: "feed signature_url http",
 			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"https://example.com/r.zip\"\nminisign_key = \"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\"\nsignature_url = \"http://example.com/r.zip.minisig\"\n",
 			want: []string{`test.toml:5: feeds[1] ("forge").signature_url: "http://example.com/r.zip.minisig" is not an https address: rules must come over a connection that authenticates the server (want an "https://" address or an absolute path of the .minisig file, or "" for url + ".minisig")`},
