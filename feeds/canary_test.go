@@ -47,7 +47,11 @@ func TestSampleTrustedHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("SampleTrusted(Max 2000): %v, %d files, stats %+v", time.Since(start), len(got), stats)
+	var bytes int64
+	for _, f := range got {
+		bytes += f.Size
+	}
+	t.Logf("SampleTrusted(Max 2000): %v, %d files, %d bytes, stats %+v", time.Since(start), len(got), bytes, stats)
 	if len(got) != defaultCanaryMax {
 		t.Errorf("got %d files, want %d (listed %d)", len(got), defaultCanaryMax, stats.Listed)
 	}
