@@ -18,7 +18,8 @@ import (
 )
 
 // CanaryOptions says where and how many trusted files SampleTrusted picks.
-// The zero value samples this host's dpkg database with the defaults.
+// The zero value samples this host's dpkg database with the defaults. It is
+// plain data, safe to share once set.
 type CanaryOptions struct {
 	Root        string // file system root the package paths are relative to; "" = "/"
 	InfoDir     string // dpkg's info directory; "" = Root + "/var/lib/dpkg/info"
@@ -28,14 +29,15 @@ type CanaryOptions struct {
 }
 
 // TrustedFile is a file of an installed package whose content matched the
-// package's md5sums when SampleTrusted read it.
+// package's md5sums when SampleTrusted read it. It is plain data.
 type TrustedFile struct {
 	Path    string // absolute path (under Root), with the symbolic links of its directories resolved
 	Package string // owning package, without an ":arch" suffix
 	Size    int64
 }
 
-// CanaryStats counts what SampleTrusted did, for the gate's report.
+// CanaryStats counts what SampleTrusted did, for the gate's report. It is
+// plain data, owned by the caller.
 type CanaryStats struct {
 	Packages   int // installed packages whose md5sums file was read
 	Listed     int // paths those files list
@@ -48,7 +50,7 @@ type CanaryStats struct {
 	BadPackages []error
 }
 
-// Sum is one line of a dpkg md5sums file.
+// Sum is one line of a dpkg md5sums file. It is plain data.
 type Sum struct {
 	MD5  [16]byte
 	Path string // relative to the root, clean, without ".." elements
@@ -75,7 +77,8 @@ const (
 // A package whose md5sums file cannot be read or parsed is left out and
 // reported in CanaryStats.BadPackages; the others are still sampled. The
 // error is for what stops the whole sample: the status file or the info
-// directory cannot be read.
+// directory cannot be read. SampleTrusted keeps no state between calls and
+// is safe to call concurrently.
 func SampleTrusted(opts CanaryOptions) ([]TrustedFile, CanaryStats, error) {
 	var stats CanaryStats
 	root := opts.Root
@@ -317,7 +320,8 @@ func ParseMD5Sums(data []byte) ([]Sum, error) {
 	var out []Sum
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 1<<20)
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		line := sc.Text()
 		if line == "" {
 			continue
@@ -344,7 +348,7 @@ func ParseMD5Sums(data []byte) ([]Sum, error) {
 		out = append(out, s)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading md5sums: %w", err)
+		return nil, fmt.Errorf("line %d: %w", n, err)
 	}
 	return out, nil
 }

@@ -375,6 +375,7 @@ func TestParseMD5Sums(t *testing.T) {
 		{"no path", h + "  \n", nil, "line 1: want"},
 		{"root only", h + "  /\n", nil, "line 1: empty path"},
 		{"nul", h + "  bin/l\x00s\n", nil, "line 1: path has a NUL byte"},
+		{"line too long", h + "  bin/ls\n" + h + "  " + strings.Repeat("a", 1<<20) + "\n", nil, "line 2: bufio.Scanner: token too long"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
