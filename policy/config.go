@@ -46,6 +46,23 @@ const (
 	wantUIDs        = `an array of integers from 0 to 4294967295, such as [0, 1000]`
 	wantBool        = `true or false`
 	wantCloseQueue  = `an integer from 1 to 16384`
+	wantUpdateDir   = `an absolute directory listed in rules.dirs, such as "/var/lib/fanguard/feeds.d"`
+	wantCanary      = `an integer from 0 (no canary) to 100000`
+	wantScanCost    = `a duration from "10µs" to "10s", such as "2ms"`
+	wantUpdateAge   = `a duration such as "7d", "168h" or "0" (never unhealthy)`
+	wantFeedTimeout = `a duration from "1s" to "24h", such as "10m"`
+	wantFeedSize    = `a size from "1KiB" to "16GiB": an integer number of bytes or a string such as "256MiB" or "1GiB"`
+)
+
+// Limits of the [update] and [[feeds]] keys.
+const (
+	maxCanaryFiles = 100_000
+	minScanCost    = 10 * time.Microsecond
+	maxScanCost    = 10 * time.Second
+	minFeedTimeout = time.Second
+	maxFeedTimeout = 24 * time.Hour
+	minFeedSize    = 1 << 10  // 1 KiB
+	maxFeedSize    = 16 << 30 // 16 GiB
 )
 
 // maxCloseQueue bounds scan.on_close_queue: each file queued holds up to
@@ -74,7 +91,7 @@ func Default() Config {
 		MaxPendingPerUID: autoPerUID(runtime.NumCPU()),
 		ScanTimeout:      60 * time.Second,
 		Rules: RulesConfig{
-			Dirs:     []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"},
+			Dirs:     []string{"/usr/lib/fanguard/rules.d", "/var/lib/fanguard/feeds.d", "/etc/fanguard/rules.d"},
 			CacheDir: "/var/cache/fanguard",
 		},
 		Protect: ProtectConfig{
@@ -91,6 +108,13 @@ func Default() Config {
 			MaxBytes: 1 << 30,
 		},
 		Log: LogConfig{Level: "info"},
+		Update: UpdateConfig{
+			Dir:         "/var/lib/fanguard/feeds.d",
+			CanaryFiles: 2000,
+			MaxScanCost: 2 * time.Millisecond,
+			MaxAge:      7 * 24 * time.Hour,
+			Timeout:     10 * time.Minute,
+		},
 	}
 }
 
@@ -111,13 +135,16 @@ func Load(path string) (Config, error) {
 //
 // Parse resolves what the file leaves to the machine: workers = 0 becomes
 // runtime.NumCPU(), scan_timeout is rounded up to whole seconds (YARA counts
-// its timeout in seconds), paths are cleaned with filepath.Clean, and
-// duplicates are dropped from the [protect] lists (the first one stays).
-// Empty lists are returned as nil.
+// its timeout in seconds), paths are cleaned with filepath.Clean,
+// duplicates are dropped from the [protect] lists and from feeds' globs
+// (the first one stays), and each feed gets its defaults (include,
+// max_size, signature_url). Empty lists are returned as nil.
 //
 // Every error message starts with the file name and, where it is known, the
 // line: "fanguard.toml:7: on_timeout: "maybe" is not allowed (want "allow" or
-// "deny")". When several keys are wrong the returned error joins one error
+// "deny")". A key of the n-th [[feeds]] entry (from 1) is named with the
+// entry's name when it has one: "fanguard.toml:12: feeds[2] ("forge").url:
+// ...". When several keys are wrong the returned error joins one error
 // per problem (errors.Join), one per line. On error the returned Config is
 // the zero value.
 func Parse(data []byte, name string) (Config, error) {
@@ -174,6 +201,19 @@ type rawConfig struct {
 	Control    rawControl    `toml:"control"`
 	Quarantine rawQuarantine `toml:"quarantine"`
 	Log        rawLog        `toml:"log"`
+	Update     rawUpdate     `toml:"update"`
+	// Feeds is decoded as any, not as []rawFeed, so that convert sees
+	// every shape it may have ([feeds], feeds = 1, inline tables) and
+	// reports each unknown key with the entry it is in.
+	Feeds any `toml:"feeds" array:"tables"`
+}
+
+type rawUpdate struct {
+	Dir         any `toml:"dir"`
+	CanaryFiles any `toml:"canary_files"`
+	MaxScanCost any `toml:"max_scan_cost"`
+	MaxAge      any `toml:"max_age"`
+	Timeout     any `toml:"timeout"`
 }
 
 type rawQuarantine struct {
@@ -266,15 +306,17 @@ func (c *checker) convert(raw *rawConfig) Config {
 			cfg.MaxPendingPerUID = cfg.MaxPending // a small max_pending bounds the default too
 		}
 	}
-	if n, ok := c.size("max_file_size", raw.MaxFileSize); ok {
+	if n, ok := c.size("max_file_size", raw.MaxFileSize, minFileSize, maxFileSize, wantFileSize); ok {
 		cfg.MaxFileSize = n
 	}
 
+	dirsOK := raw.Rules.Dirs == nil
 	if dirs, ok := c.paths("rules.dirs", raw.Rules.Dirs, `an array of absolute directories, such as ["/etc/fanguard/rules.d"]`); ok {
 		if len(dirs) == 0 {
 			c.fail("rules.dirs", -1, `the list is empty, so no rules would be loaded (want at least one absolute directory, such as "/etc/fanguard/rules.d")`)
 		} else {
 			cfg.Rules.Dirs = dirs
+			dirsOK = true
 		}
 	}
 
@@ -369,6 +411,12 @@ func (c *checker) convert(raw *rawConfig) Config {
 			c.bad("log.level", -1, raw.Log.Level, "is not allowed", wantLevel)
 		}
 	}
+
+	updateDirOK := c.update(&raw.Update, &cfg.Update)
+	cfg.Feeds = c.feeds(raw.Feeds)
+	if len(cfg.Feeds) > 0 && dirsOK && updateDirOK && !slices.Contains(cfg.Rules.Dirs, cfg.Update.Dir) {
+		c.feedsDirUnloaded(cfg.Update.Dir, raw.Update.Dir == nil)
+	}
 	return cfg
 }
 
@@ -462,8 +510,8 @@ func (c *checker) integer(key string, v any, lo, hi int64, want string) (int64, 
 	return n, true
 }
 
-// size returns v, a byte count or a size string, if it is in range.
-func (c *checker) size(key string, v any) (int64, bool) {
+// size returns v, a byte count or a size string, if it is from lo to hi.
+func (c *checker) size(key string, v any, lo, hi int64, want string) (int64, bool) {
 	var n int64
 	switch v := v.(type) {
 	case nil:
@@ -473,15 +521,15 @@ func (c *checker) size(key string, v any) (int64, bool) {
 	case string:
 		var ok bool
 		if n, ok = parseSize(v); !ok {
-			c.bad(key, -1, v, "is not a size", wantFileSize)
+			c.bad(key, -1, v, "is not a size", want)
 			return 0, false
 		}
 	default:
-		c.bad(key, -1, v, "is not a size", wantFileSize)
+		c.bad(key, -1, v, "is not a size", want)
 		return 0, false
 	}
-	if n < minFileSize || n > maxFileSize {
-		c.bad(key, -1, v, "is out of range", wantFileSize)
+	if n < lo || n > hi {
+		c.bad(key, -1, v, "is out of range", want)
 		return 0, false
 	}
 	return n, true

@@ -5,7 +5,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +30,10 @@ func TestDefault(t *testing.T) {
 		MaxPending:       4096,
 		MaxPendingPerUID: max(64, 32*runtime.NumCPU()),
 		ScanTimeout:      60 * time.Second,
-		Rules:            RulesConfig{Dirs: []string{"/usr/lib/fanguard/rules.d", "/etc/fanguard/rules.d"}, CacheDir: "/var/cache/fanguard"},
+		Rules: RulesConfig{
+			Dirs:     []string{"/usr/lib/fanguard/rules.d", "/var/lib/fanguard/feeds.d", "/etc/fanguard/rules.d"},
+			CacheDir: "/var/cache/fanguard",
+		},
 		Protect: ProtectConfig{
 			FSTypes: []string{"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "vfat", "exfat", "f2fs", "iso9660"},
 		},
@@ -38,6 +43,8 @@ func TestDefault(t *testing.T) {
 		Quarantine: QuarantineConfig{Action: ActionQuarantine, DB: "/var/lib/fanguard/quarantine.db",
 			Vault: "/var/lib/fanguard/vault", MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30},
 		Log: LogConfig{Level: "info"},
+		Update: UpdateConfig{Dir: "/var/lib/fanguard/feeds.d", CanaryFiles: 2000, MaxScanCost: 2 * time.Millisecond,
+			MaxAge: 7 * 24 * time.Hour, Timeout: 10 * time.Minute},
 	}
 	if diff := cmp.Diff(want, Default()); diff != "" {
 		t.Errorf("Default() mismatch (-want +got):\n%s", diff)
@@ -77,6 +84,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"protect.paths", "protect.fs_types", "protect.exclude_paths",
 		"protect.exclude_exe", "protect.exclude_uids", "scan.on_close", "scan.on_close_queue", "cache.entries", "rules.cache_dir", "control.socket",
 		"quarantine.action", "quarantine.db", "quarantine.vault", "quarantine.max_age", "quarantine.max_bytes", "log.level",
+		"update.dir", "update.canary_files", "update.max_scan_cost", "update.max_age", "update.timeout",
 	} {
 		p, ok := pos[key]
 		if !ok {
@@ -92,6 +100,63 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		}
 		if !documented {
 			t.Errorf("%s:%d: %s has no comment starting %q above it", shippedConfig, p.line, key, "# "+name+":")
+		}
+	}
+}
+
+// feedsExample returns the commented-out [[feeds]] example of
+// configs/fanguard.toml, uncommented, and the lines documenting its keys.
+func feedsExample(t *testing.T, data []byte) (example, doc string) {
+	t.Helper()
+	lines := strings.Split(string(data), "\n")
+	start := slices.Index(lines, "# [[feeds]]")
+	if start < 0 {
+		t.Fatalf("%s has no line %q starting the example feed", shippedConfig, "# [[feeds]]")
+	}
+	var b strings.Builder
+	for _, l := range lines[start:] {
+		l, ok := strings.CutPrefix(l, "# ")
+		if !ok {
+			break
+		}
+		b.WriteString(l + "\n")
+	}
+	return b.String(), strings.Join(lines[:start], "\n")
+}
+
+// TestShippedConfigFeedsExample checks that the [[feeds]] example in
+// configs/fanguard.toml is valid once uncommented, in the shipped file
+// itself (so with its rules.dirs and update.dir), sets every key a feed
+// has, and that each key is documented.
+func TestShippedConfigFeedsExample(t *testing.T) {
+	data, err := os.ReadFile(shippedConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, doc := feedsExample(t, data)
+	got, err := Parse([]byte(string(data)+"\n"+example), shippedConfig+" (example uncommented)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Feeds = []FeedConfig{{
+		Name:    "yara-forge-core",
+		URL:     "https://github.com/YARAHQ/yara-forge/releases/latest/download/yara-forge-rules-core.zip",
+		Subdir:  "packages/core",
+		Include: []string{"*.yar", "*.yara"},
+		MaxSize: 256 << 20,
+	}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("the example feed parses differently (-want +got):\n%s", diff)
+	}
+	set := keyPositions([]byte(example))
+	for f := range reflect.TypeFor[rawFeed]().Fields() {
+		key := f.Tag.Get("toml")
+		if _, ok := set["feeds[1]."+key]; !ok {
+			t.Errorf("the example feed does not set %s", key)
+		}
+		if !strings.Contains(doc, "\n#   "+key+": ") {
+			t.Errorf("%s does not document the feed key %s (a line starting %q)", shippedConfig, key, "#   "+key+": ")
 		}
 	}
 }
@@ -355,6 +420,120 @@ exclude_uids = [0, 1000, 0]
 			},
 		},
 		{
+			name: "update",
+			doc:  "[update]\ndir = \"/usr/lib/fanguard/rules.d/\"\ncanary_files = 0\nmax_scan_cost = \"10µs\"\nmax_age = \"0\"\ntimeout = \"24h\"\n",
+			want: func(c *Config) {
+				c.Update = UpdateConfig{Dir: "/usr/lib/fanguard/rules.d", CanaryFiles: 0, MaxScanCost: 10 * time.Microsecond, MaxAge: 0, Timeout: 24 * time.Hour}
+			},
+		},
+		{
+			name: "update highest",
+			doc:  "[update]\ncanary_files = 100000\nmax_scan_cost = \"10s\"\nmax_age = \"30d\"\ntimeout = \"1s\"\n",
+			want: func(c *Config) {
+				c.Update.CanaryFiles, c.Update.MaxScanCost, c.Update.MaxAge, c.Update.Timeout = 100000, 10*time.Second, 30*24*time.Hour, time.Second
+			},
+		},
+		{
+			name: "update.max_age in hours, max_scan_cost in us",
+			doc:  "[update]\nmax_age = \"36h\"\nmax_scan_cost = \"500us\"\n",
+			want: func(c *Config) { c.Update.MaxAge, c.Update.MaxScanCost = 36*time.Hour, 500*time.Microsecond },
+		},
+		{
+			name: "feed from https, defaults",
+			doc:  "[[feeds]]\nname = \"yara-forge-core\"\nurl = \"https://github.com/YARAHQ/yara-forge/releases/latest/download/yara-forge-rules-core.zip\"\n",
+			want: func(c *Config) {
+				c.Feeds = []FeedConfig{{
+					Name:    "yara-forge-core",
+					URL:     "https://github.com/YARAHQ/yara-forge/releases/latest/download/yara-forge-rules-core.zip",
+					Include: []string{"*.yar", "*.yara"},
+					MaxSize: 256 << 20,
+				}}
+			},
+		},
+		{
+			name: "feed with every key",
+			doc: `[[feeds]]
+name = "mirror_1.x"
+url = "https://mirror.example.com:8443/rules/forge.tar.xz?v=2"
+subdir = "packages//core/"
+sha256 = "9F86D081884C7D659A2FEAF0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+minisign_key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3"
+signature_url = "https://mirror.example.com/sigs/forge.minisig"
+include = ["*.yar", "apt/*.yara", "*.yar"]
+exclude = ["*_test.yar"]
+ca_file = "/etc/fanguard/mirror-ca.pem"
+max_size = "1GiB"
+`,
+			want: func(c *Config) {
+				c.Feeds = []FeedConfig{{
+					Name:         "mirror_1.x",
+					URL:          "https://mirror.example.com:8443/rules/forge.tar.xz?v=2",
+					Subdir:       "packages/core",
+					SHA256:       "9f86d081884c7d659a2feaf0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+					MinisignKey:  "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3",
+					SignatureURL: "https://mirror.example.com/sigs/forge.minisig",
+					Include:      []string{"*.yar", "apt/*.yara"},
+					Exclude:      []string{"*_test.yar"},
+					CAFile:       "/etc/fanguard/mirror-ca.pem",
+					MaxSize:      1 << 30,
+				}}
+			},
+		},
+		{
+			name: "feeds from local paths, signature derived, in file order",
+			doc: `[[feeds]]
+name = "local"
+url = "/srv/rules//team/"
+exclude = []
+
+[[feeds]]
+name = "0signed"
+url = "/srv/mirror/forge.zip"
+minisign_key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3"
+max_size = 1024
+`,
+			want: func(c *Config) {
+				c.Feeds = []FeedConfig{
+					{Name: "local", URL: "/srv/rules/team", Include: []string{"*.yar", "*.yara"}, MaxSize: 256 << 20},
+					{Name: "0signed", URL: "/srv/mirror/forge.zip", MinisignKey: "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3",
+						SignatureURL: "/srv/mirror/forge.zip.minisig", Include: []string{"*.yar", "*.yara"}, MaxSize: 1024},
+				}
+			},
+		},
+		{
+			name: "feed signature from https url derived",
+			doc:  "[[feeds]]\nname = \"s\"\nurl = \"https://h.example/r.zip\"\nminisign_key = \" RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\\n\"\nmax_size = \"16GiB\"\n",
+			want: func(c *Config) {
+				c.Feeds = []FeedConfig{{Name: "s", URL: "https://h.example/r.zip", MinisignKey: "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3",
+					SignatureURL: "https://h.example/r.zip.minisig", Include: []string{"*.yar", "*.yara"}, MaxSize: 16 << 30}}
+			},
+		},
+		{
+			name: "feeds as inline tables, own update.dir",
+			doc: `feeds = [
+  { name = "a", url = "/a" },
+  { name = "b", url = "https://b.example/b.tar.gz", include = ["*"] },
+]
+[rules]
+dirs = ["/etc/fanguard/feeds", "/etc/fanguard/rules.d"]
+[update]
+dir = "/etc/fanguard/feeds/"
+`,
+			want: func(c *Config) {
+				c.Rules.Dirs = []string{"/etc/fanguard/feeds", "/etc/fanguard/rules.d"}
+				c.Update.Dir = "/etc/fanguard/feeds"
+				c.Feeds = []FeedConfig{
+					{Name: "a", URL: "/a", Include: []string{"*.yar", "*.yara"}, MaxSize: 256 << 20},
+					{Name: "b", URL: "https://b.example/b.tar.gz", Include: []string{"*"}, MaxSize: 256 << 20},
+				}
+			},
+		},
+		{
+			name: "no feeds: update.dir need not be in rules.dirs",
+			doc:  "feeds = []\n[rules]\ndirs = [\"/etc/fanguard/rules.d\"]\n",
+			want: func(c *Config) { c.Rules.Dirs = []string{"/etc/fanguard/rules.d"} },
+		},
+		{
 			name: "every log level",
 			doc:  "[log]\nlevel = \"error\"\n",
 			want: func(c *Config) { c.Log.Level = "error" },
@@ -420,7 +599,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "mdoe = \"audit\"\n",
-			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, max_pending_per_uid, scan_timeout at the top level, or the tables [rules], [protect], [scan], [cache], [control], [quarantine], [log])`},
+			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, max_pending_per_uid, scan_timeout at the top level, or the tables [rules], [protect], [scan], [cache], [control], [quarantine], [log], [update], [[feeds]])`},
 		},
 		{
 			name: "top-level key below a table",
@@ -781,6 +960,250 @@ func TestParseErrors(t *testing.T) {
 			name: "long value cut short",
 			doc:  "mode = \"" + strings.Repeat("x", 500) + "\"\n",
 			want: []string{`mode: "` + strings.Repeat("x", 64) + `"… is not allowed`},
+		},
+
+		// [update].
+		{
+			name: "update values",
+			doc:  "[update]\ndir = \"feeds.d\"\ncanary_files = 100001\nmax_scan_cost = \"9us\"\nmax_age = \"a week\"\ntimeout = \"25h\"\n",
+			want: []string{
+				`test.toml:2: update.dir: "feeds.d" is not an absolute path (want an absolute directory listed in rules.dirs, such as "/var/lib/fanguard/feeds.d")`,
+				`test.toml:3: update.canary_files: 100001 is out of range (want an integer from 0 (no canary) to 100000)`,
+				`test.toml:4: update.max_scan_cost: "9us" is out of range (want a duration from "10µs" to "10s", such as "2ms")`,
+				`test.toml:5: update.max_age: "a week" is not a duration (want a duration such as "7d", "168h" or "0" (never unhealthy))`,
+				`test.toml:6: update.timeout: "25h" is out of range (want a duration from "1s" to "24h", such as "10m")`,
+			},
+		},
+		{
+			name: "update types",
+			doc:  "[update]\ncanary_files = \"2000\"\nmax_scan_cost = 2\nmax_age = -1\ntimeout = \"0.5s\"\n",
+			want: []string{
+				`test.toml:2: update.canary_files: "2000" is not an integer (want an integer from 0 (no canary) to 100000)`,
+				`test.toml:3: update.max_scan_cost: 2 is not a duration string (want a duration from "10µs" to "10s", such as "2ms")`,
+				`test.toml:4: update.max_age: -1 is not a duration (want a duration such as "7d", "168h" or "0" (never unhealthy))`,
+				`test.toml:5: update.timeout: "0.5s" is out of range (want a duration from "1s" to "24h", such as "10m")`,
+			},
+		},
+		{
+			name: "update.canary_files negative, max_scan_cost too long",
+			doc:  "[update]\ncanary_files = -1\nmax_scan_cost = \"11s\"\n",
+			want: []string{
+				`test.toml:2: update.canary_files: -1 is out of range (want an integer from 0 (no canary) to 100000)`,
+				`test.toml:3: update.max_scan_cost: "11s" is out of range (want a duration from "10µs" to "10s", such as "2ms")`,
+			},
+		},
+		{
+			name: "update unknown key",
+			doc:  "[update]\ndirs = [\"/x\"]\n",
+			want: []string{`test.toml:2: unknown key "update.dirs" (want one of dir, canary_files, max_scan_cost, max_age, timeout in [update])`},
+		},
+		{
+			name: "update.dir not in rules.dirs",
+			doc:  "[update]\ndir = \"/var/lib/feeds\"\n\n[[feeds]]\nname = \"x\"\nurl = \"/srv/x\"\n",
+			want: []string{`test.toml:2: update.dir: "/var/lib/feeds" is not one of rules.dirs, so the feeds would never load: add it to rules.dirs, between the shipped and your directories (want an absolute directory listed in rules.dirs, such as "/var/lib/fanguard/feeds.d")`},
+		},
+		{
+			name: "default update.dir not in rules.dirs",
+			doc:  "[rules]\ndirs = [\"/usr/lib/fanguard/rules.d\", \"/etc/fanguard/rules.d\"]\n\n[[feeds]]\nname = \"x\"\nurl = \"/srv/x\"\n",
+			want: []string{`test.toml:2: update.dir: "/var/lib/fanguard/feeds.d" (the default) is not one of rules.dirs, so the feeds would never load: add it to rules.dirs, between the shipped and your directories (want`},
+		},
+
+		// [[feeds]].
+		{
+			name: "feed name",
+			doc:  "[[feeds]]\nname = \"YARA Forge\"\nurl = \"/srv/x\"\n[[feeds]]\nname = \"-x\"\nurl = \"/srv/x\"\n[[feeds]]\nname = \"" + strings.Repeat("a", 65) + "\"\nurl = \"/srv/x\"\n[[feeds]]\nname = 1\nurl = \"/srv/x\"\n",
+			want: []string{
+				`test.toml:2: feeds[1] ("YARA Forge").name: "YARA Forge" is not allowed (want 1 to 64 characters among a-z, 0-9, ".", "_" and "-", starting with a letter or digit, such as "yara-forge-core")`,
+				`test.toml:5: feeds[2] ("-x").name: "-x" is not allowed (want 1 to 64 characters`,
+				`test.toml:8: feeds[3] ("` + strings.Repeat("a", 64) + `"…).name: "` + strings.Repeat("a", 64) + `"… is not allowed (want 1 to 64 characters`,
+				`test.toml:11: feeds[4].name: 1 is not allowed (want 1 to 64 characters`,
+			},
+		},
+		{
+			name: "feed name duplicate",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"/srv/a\"\n\n[[feeds]]\nname = \"other\"\nurl = \"/srv/b\"\n\n[[feeds]]\nname = \"forge\"\nurl = \"/srv/c\"\n",
+			want: []string{`test.toml:10: feeds[3] ("forge").name: "forge" is already the name of feeds[1] ("forge") (want a name unique among the feeds)`},
+		},
+		{
+			name: "feed without name and url",
+			doc:  "mode = \"audit\"\n\n[[feeds]]\nsubdir = \"x\"\n",
+			want: []string{
+				`test.toml:3: feeds[1]: name is missing (want 1 to 64 characters among a-z, 0-9, ".", "_" and "-", starting with a letter or digit, such as "yara-forge-core")`,
+				`test.toml:3: feeds[1]: url is missing (want an "https://" address, or an absolute path of a directory or an archive, such as "/srv/mirror/rules.zip")`,
+			},
+		},
+		{
+			name: "feed without url",
+			doc:  "[[feeds]]\nname = \"a\"\nurl = \"/a\"\n[[feeds]]\nname = \"b\"\n",
+			want: []string{`test.toml:4: feeds[2] ("b"): url is missing (want an "https://" address`},
+		},
+		{
+			name: "feed url http",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"http://example.com/rules.zip\"\n",
+			want: []string{`test.toml:3: feeds[1] ("forge").url: "http://example.com/rules.zip" is not an https address: rules must come over a connection that authenticates the server (want an "https://" address, or an absolute path of a directory or an archive, such as "/srv/mirror/rules.zip")`},
+		},
+		{
+			name: "feed url relative path",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"rules/forge.zip\"\n",
+			want: []string{`test.toml:3: feeds[1] ("forge").url: "rules/forge.zip" is a relative path (want an "https://" address, or an absolute path of a directory or an archive, such as "/srv/mirror/rules.zip")`},
+		},
+		{
+			name: "feed url others",
+			doc: `feeds = [
+  { name = "a", url = "https:///rules.zip" },
+  { name = "b", url = "https://bad host/rules.zip" },
+  { name = "c", url = "file:///srv/rules.zip" },
+  { name = "d", url = "" },
+  { name = "e", url = ["/a"] },
+]`,
+			want: []string{
+				`test.toml:2: feeds[1] ("a").url: "https:///rules.zip" has no host (want an "https://" address`,
+				`test.toml:3: feeds[2] ("b").url: "https://bad host/rules.zip" is not a valid address (want an "https://" address`,
+				`test.toml:4: feeds[3] ("c").url: "file:///srv/rules.zip" is not an https address: rules must come over a connection that authenticates the server (want`,
+				`test.toml:5: feeds[4] ("d").url: "" is empty (want an "https://" address`,
+				`test.toml:6: feeds[5] ("e").url: an array is not allowed (want an "https://" address`,
+			},
+		},
+		{
+			name: "feed subdir",
+			doc:  "[[feeds]]\nname = \"a\"\nurl = \"/a\"\nsubdir = \"packages/../../etc\"\n[[feeds]]\nname = \"b\"\nurl = \"/b\"\nsubdir = \"/packages\"\n[[feeds]]\nname = \"c\"\nurl = \"/c\"\nsubdir = \"./packages\"\n",
+			want: []string{
+				`test.toml:4: feeds[1] ("a").subdir: "packages/../../etc" has a ".." element (want a relative path inside the feed, with "/" between names and no "." or ".." element, such as "packages/core", or "" for all of it)`,
+				`test.toml:8: feeds[2] ("b").subdir: "/packages" is an absolute path (want a relative path inside the feed`,
+				`test.toml:12: feeds[3] ("c").subdir: "./packages" has a "." element (want a relative path inside the feed`,
+			},
+		},
+		{
+			name: "feed sha256",
+			doc:  "[[feeds]]\nname = \"a\"\nurl = \"/a\"\nsha256 = \"9f86d081884c7d659a2feaf0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a0\"\n[[feeds]]\nname = \"b\"\nurl = \"/b\"\nsha256 = \"zf86d081884c7d659a2feaf0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n",
+			want: []string{
+				`test.toml:4: feeds[1] ("a").sha256: "9f86d081884c7d659a2feaf0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a0" is not a sha256 digest (want 64 hexadecimal digits, as sha256sum prints them, or "" for no pinned digest)`,
+				`test.toml:8: feeds[2] ("b").sha256: "zf86d081884c7d659a2feaf0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" is not a sha256 digest`,
+			},
+		},
+		{
+			name: "feed minisign_key",
+			doc: `feeds = [
+  { name = "a", url = "/a", minisign_key = "RWQ not base64" },
+  { name = "b", url = "/b", minisign_key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0Q" },
+  { name = "c", url = "/c", minisign_key = "UWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3" },
+  { name = "d", url = "/d", minisign_key = "untrusted comment: minisign public key\nRWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3" },
+]`,
+			want: []string{
+				`test.toml:2: feeds[1] ("a").minisign_key: "RWQ not base64" is not base64 (want a minisign public key: the base64 line of its .pub file, such as "RWQ…" (56 characters), or "")`,
+				`test.toml:3: feeds[2] ("b").minisign_key: "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0Q" decodes to 33 bytes, not 42 (want a minisign public key`,
+				`test.toml:4: feeds[3] ("c").minisign_key: "UWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3" is not an Ed25519 key (its algorithm is not "Ed") (want a minisign public key`,
+				`test.toml:5: feeds[4] ("d").minisign_key: "untrusted comment: minisign public key\nRWQf6LRCGA9i53mlYecO4IzT5"… is a whole .pub file: keep only its second line, the key (want a minisign public key: the base64 line of its .pub file`,
+			},
+		},
+		{
+			name: "feed signature_url without minisign_key",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"https://example.com/r.zip\"\nsignature_url = \"https://example.com/r.zip.minisig\"\n",
+			want: []string{`test.toml:4: feeds[1] ("forge").signature_url: "https://example.com/r.zip.minisig" is set but minisign_key is not, so there is no key to check the signature with (want minisign_key set too, or no signature_url)`},
+		},
+		{
+			name: "feed signature_url with a wrong minisign_key: one error",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"https://example.com/r.zip\"\nminisign_key = \"RWQ\"\nsignature_url = \"https://example.com/r.zip.minisig\"\n",
+			want: []string{`test.toml:4: feeds[1] ("forge").minisign_key: "RWQ" is not base64`},
+		},
+		{
+			name: "feed signature_url http",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"https://example.com/r.zip\"\nminisign_key = \"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\"\nsignature_url = \"http://example.com/r.zip.minisig\"\n",
+			want: []string{`test.toml:5: feeds[1] ("forge").signature_url: "http://example.com/r.zip.minisig" is not an https address: rules must come over a connection that authenticates the server (want an "https://" address or an absolute path of the .minisig file, or "" for url + ".minisig")`},
+		},
+		{
+			name: "feed globs",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"/a\"\ninclude = [\n  \"*.yar\",\n  \"[a-\",\n]\nexclude = [\"\", 1, \"x\\\\\"]\n",
+			want: []string{
+				`test.toml:6: feeds[1] ("forge").include: "[a-" is not a valid pattern (want an array of glob patterns (path.Match syntax), such as ["*.yar", "*.yara"])`,
+				`test.toml:8: feeds[1] ("forge").exclude: "" matches no file (want an array of glob patterns`,
+				`test.toml:8: feeds[1] ("forge").exclude: 1 is not a glob pattern (want an array of glob patterns`,
+				`test.toml:8: feeds[1] ("forge").exclude: "x\\" is not a valid pattern (want an array of glob patterns`,
+			},
+		},
+		{
+			name: "feed include empty or not an array",
+			doc:  "[[feeds]]\nname = \"a\"\nurl = \"/a\"\ninclude = []\n[[feeds]]\nname = \"b\"\nurl = \"/b\"\ninclude = \"*.yar\"\n",
+			want: []string{
+				`test.toml:4: feeds[1] ("a").include: the list is empty, so no file of the feed would be installed (want at least one glob pattern, such as "*.yar", or no include for ["*.yar", "*.yara"])`,
+				`test.toml:8: feeds[2] ("b").include: "*.yar" is not an array (want an array of glob patterns`,
+			},
+		},
+		{
+			name: "feed ca_file with a local url",
+			doc:  "[[feeds]]\nname = \"mirror\"\nurl = \"/srv/mirror/rules.zip\"\nca_file = \"/etc/fanguard/ca.pem\"\n",
+			want: []string{`test.toml:4: feeds[1] ("mirror").ca_file: "/etc/fanguard/ca.pem" is set but url is a local path, read without TLS (want "" with a local url)`},
+		},
+		{
+			name: "feed ca_file relative",
+			doc:  "[[feeds]]\nname = \"mirror\"\nurl = \"https://mirror/rules.zip\"\nca_file = \"ca.pem\"\n",
+			want: []string{`test.toml:4: feeds[1] ("mirror").ca_file: "ca.pem" is not an absolute path (want an absolute path of a PEM file of CA certificates, or "" for the system's only)`},
+		},
+		{
+			name: "feed max_size",
+			doc:  "[[feeds]]\nname = \"a\"\nurl = \"/a\"\nmax_size = \"17GiB\"\n[[feeds]]\nname = \"b\"\nurl = \"/b\"\nmax_size = 1023\n[[feeds]]\nname = \"c\"\nurl = \"/c\"\nmax_size = \"lots\"\n",
+			want: []string{
+				`test.toml:4: feeds[1] ("a").max_size: "17GiB" is out of range (want a size from "1KiB" to "16GiB": an integer number of bytes or a string such as "256MiB" or "1GiB")`,
+				`test.toml:8: feeds[2] ("b").max_size: 1023 is out of range (want a size from "1KiB" to "16GiB"`,
+				`test.toml:12: feeds[3] ("c").max_size: "lots" is not a size (want a size from "1KiB" to "16GiB"`,
+			},
+		},
+		{
+			name: "feed unknown keys",
+			doc:  "[[feeds]]\nname = \"forge\"\nurl = \"/a\"\nsha = \"x\"\nmode = \"audit\"\n[feeds.more]\nx = 1\n",
+			want: []string{
+				`test.toml:4: feeds[1] ("forge"): unknown key "sha" (want one of name, url, subdir, sha256, minisign_key, signature_url, include, exclude, ca_file, max_size in a [[feeds]] entry)`,
+				`test.toml:5: feeds[1] ("forge"): unknown key "mode" (mode is a top-level key: move it above the first [table])`,
+				`test.toml:6: feeds[1] ("forge"): unknown table "more" (want one of name, url,`,
+			},
+		},
+		{
+			name: "feeds not an array of tables",
+			doc:  "[feeds]\nname = \"forge\"\nurl = \"/a\"\n",
+			want: []string{`test.toml:1: feeds: a table is not an array of tables (want [[feeds]] entries, each a table with at least name and url)`},
+		},
+		{
+			name: "feeds elements not tables",
+			doc:  "feeds = [\n  \"forge\",\n  { name = \"a\", url = \"/a\", urls = [] },\n]\n",
+			want: []string{
+				`test.toml:2: feeds: "forge" is not a table (want [[feeds]] entries, each a table with at least name and url)`,
+				`test.toml:3: feeds[2] ("a"): unknown key "urls" (want one of name, url,`,
+			},
+		},
+		{
+			name: "feeds inside a table",
+			doc:  "[update]\nfeeds = []\n",
+			want: []string{`test.toml:2: unknown key "update.feeds" (want one of dir, canary_files, max_scan_cost, max_age, timeout in [update])`},
+		},
+		{
+			name: "feed duplicate key",
+			doc:  "[[feeds]]\nname = \"a\"\nname = \"b\"\n",
+			want: []string{`test.toml:3:1: key name is already defined`},
+		},
+		{
+			name: "feeds: every error of every entry",
+			doc: `[[feeds]]
+name = "Forge"
+url = "http://example.com/x.zip"
+
+[[feeds]]
+name = "a"
+url = "/srv/a"
+subdir = "../b"
+ca_file = "/ca.pem"
+foo = 1
+
+[update]
+canary_files = -5
+`,
+			want: []string{
+				`test.toml:2: feeds[1] ("Forge").name: "Forge" is not allowed`,
+				`test.toml:3: feeds[1] ("Forge").url: "http://example.com/x.zip" is not an https address`,
+				`test.toml:8: feeds[2] ("a").subdir: "../b" has a ".." element`,
+				`test.toml:9: feeds[2] ("a").ca_file: "/ca.pem" is set but url is a local path`,
+				`test.toml:10: feeds[2] ("a"): unknown key "foo"`,
+				`test.toml:13: update.canary_files: -5 is out of range`,
+			},
 		},
 
 		// Everything at once.

@@ -49,7 +49,10 @@ type checker struct {
 	file string
 	data []byte
 	pos  map[string]keyPos // where each key is set; built on first use
-	errs []error
+	// alias maps a key as messages print it to its key in pos, where
+	// they differ: "feeds[2] (\"forge\").url" to "feeds[2].url".
+	alias map[string]string
+	errs  []error
 }
 
 // err returns the problems found, in the order of the file, or nil.
@@ -68,7 +71,12 @@ func (c *checker) err() error {
 // fail records msg about key; elem is the index of the offending array
 // element, or -1 for the whole value.
 func (c *checker) fail(key string, elem int, msg string) {
-	c.errs = append(c.errs, &configError{file: c.file, line: c.line(key, elem), key: key, msg: msg})
+	c.failLine(c.line(key, elem), key, msg)
+}
+
+// failLine records msg about key, found at line.
+func (c *checker) failLine(line int, key, msg string) {
+	c.errs = append(c.errs, &configError{file: c.file, line: line, key: key, msg: msg})
 }
 
 // bad records that value v of key has a problem, and what the key allows.
@@ -80,6 +88,9 @@ func (c *checker) bad(key string, elem int, v any, problem, want string) {
 func (c *checker) line(key string, elem int) int {
 	if c.pos == nil {
 		c.pos = keyPositions(c.data)
+	}
+	if k, ok := c.alias[key]; ok {
+		key = k
 	}
 	p := c.pos[key]
 	if elem >= 0 && elem < len(p.elems) && p.elems[elem] > 0 {
@@ -129,26 +140,30 @@ func (c *checker) decodeError(e *toml.DecodeError) error {
 // knownKeys describes the keys allowed in the table at path (nil: the top
 // level), from rawConfig's field tags. It returns "" if path is not a table.
 func knownKeys(path []string) string {
+	where := "at the top level"
 	t := reflect.TypeFor[rawConfig]()
+	if slices.Equal(path, []string{"feeds"}) {
+		t, where, path = reflect.TypeFor[rawFeed](), "in a [[feeds]] entry", nil
+	}
 	for _, name := range path {
 		f, ok := fieldByTag(t, name)
 		if !ok || f.Type.Kind() != reflect.Struct {
 			return ""
 		}
 		t = f.Type
+		where = "in [" + strings.Join(path, ".") + "]"
 	}
 	var keys, tables []string
 	for f := range t.Fields() {
 		name := f.Tag.Get("toml")
-		if f.Type.Kind() == reflect.Struct {
+		switch {
+		case f.Type.Kind() == reflect.Struct:
 			tables = append(tables, "["+name+"]")
-		} else {
+		case f.Tag.Get("array") == "tables":
+			tables = append(tables, "[["+name+"]]")
+		default:
 			keys = append(keys, name)
 		}
-	}
-	where := "at the top level"
-	if len(path) > 0 {
-		where = "in [" + strings.Join(path, ".") + "]"
 	}
 	s := "want one of " + strings.Join(keys, ", ") + " " + where
 	if len(tables) > 0 {
@@ -161,7 +176,7 @@ func knownKeys(path []string) string {
 // level.
 func isTopLevelKey(name string) bool {
 	f, ok := fieldByTag(reflect.TypeFor[rawConfig](), name)
-	return ok && f.Type.Kind() != reflect.Struct
+	return ok && f.Type.Kind() != reflect.Struct && f.Tag.Get("array") != "tables"
 }
 
 func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
@@ -212,8 +227,13 @@ type keyPos struct {
 // keyPositions maps each dotted key set in data to where it is set. It is
 // a best effort, meant for error messages: data is expected to have been
 // decoded successfully, and a key it cannot place is left out.
+//
+// The entries of an array of tables are numbered from 1: the url of the
+// second [[feeds]] entry, or of the second inline table in feeds = [...],
+// is "feeds[2].url"; "feeds[2]" is where the entry starts.
 func keyPositions(data []byte) map[string]keyPos {
 	pos := make(map[string]keyPos)
+	entries := make(map[string]int) // array of tables → entries so far
 	var p unstable.Parser
 	p.Reset(data)
 	table := ""
@@ -223,6 +243,11 @@ func keyPositions(data []byte) map[string]keyPos {
 		case unstable.Table, unstable.ArrayTable:
 			var line int
 			table, line = dottedKey(&p, e)
+			table = indexArrayTables(table, entries)
+			if e.Kind == unstable.ArrayTable {
+				entries[table]++
+				table += "[" + strconv.Itoa(entries[table]) + "]"
+			}
 			if _, ok := pos[table]; !ok {
 				pos[table] = keyPos{line: line}
 			}
@@ -245,7 +270,17 @@ func addKeyValue(p *unstable.Parser, pos map[string]keyPos, table string, kv *un
 	switch v.Kind {
 	case unstable.Array:
 		for it := v.Children(); it.Next(); {
-			kp.elems = append(kp.elems, lineOf(p, it.Node()))
+			n := it.Node()
+			kp.elems = append(kp.elems, lineOf(p, n))
+			if n.Kind == unstable.InlineTable {
+				entry := key + "[" + strconv.Itoa(len(kp.elems)) + "]"
+				pos[entry] = keyPos{line: lineOf(p, n)}
+				for it := n.Children(); it.Next(); {
+					if kv := it.Node(); kv.Kind == unstable.KeyValue {
+						addKeyValue(p, pos, entry, kv)
+					}
+				}
+			}
 		}
 	case unstable.InlineTable:
 		for it := v.Children(); it.Next(); {
@@ -255,6 +290,18 @@ func addKeyValue(p *unstable.Parser, pos map[string]keyPos, table string, kv *un
 		}
 	}
 	pos[key] = kp
+}
+
+// indexArrayTables rewrites the leading part of the dotted table key
+// that names an array of tables seen so far (in entries) to name its last
+// entry: "feeds.sub" after two [[feeds]] is "feeds[2].sub".
+func indexArrayTables(table string, entries map[string]int) string {
+	for i := len(table); i > 0; i = strings.LastIndexByte(table[:i], '.') {
+		if n := entries[table[:i]]; n > 0 && i < len(table) {
+			return table[:i] + "[" + strconv.Itoa(n) + "]" + table[i:]
+		}
+	}
+	return table
 }
 
 // dottedKey returns the key of a table header or key-value, dotted, and

@@ -1,8 +1,14 @@
 package policy
 
 import (
+	"encoding/base64"
+	"encoding/hex"
+	"io/fs"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -16,8 +22,26 @@ func FuzzParse(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// The shipped file with its [[feeds]] example uncommented.
+	var withFeed strings.Builder
+	withFeed.Write(shipped)
+	if i := strings.Index(string(shipped), "\n# [[feeds]]\n"); i >= 0 {
+		for _, l := range strings.Split(string(shipped[i+1:]), "\n") {
+			withFeed.WriteString(strings.TrimPrefix(l, "# ") + "\n")
+		}
+	} else {
+		f.Fatalf("%s has no [[feeds]] example", shippedConfig)
+	}
 	for _, seed := range []string{
 		string(shipped),
+		withFeed.String(),
+		"[update]\ndir = \"/var/lib/fanguard/feeds.d\"\ncanary_files = 0\nmax_scan_cost = \"10µs\"\nmax_age = \"0\"\ntimeout = \"24h\"\n",
+		"[update]\ndir = \"x\"\ncanary_files = -1\nmax_scan_cost = \"1ns\"\nmax_age = \"65536d\"\ntimeout = 5\n",
+		"[[feeds]]\nname = \"a\"\nurl = \"/srv/a\"\n[[feeds]]\nname = \"b\"\nurl = \"https://h.example/b.zip\"\nsubdir = \"x//y/\"\nsha256 = \"9F86D081884C7D659A2FEAF0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08\"\nminisign_key = \"RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\"\ninclude = [\"*.yar\", \"a/*.yara\"]\nexclude = [\"x*\"]\nca_file = \"/ca.pem\"\nmax_size = \"1GiB\"\n",
+		"[[feeds]]\nname = \"a\"\nurl = \"/a\"\n[[feeds]]\nname = \"a\"\nurl = \"http://a\"\nsubdir = \"../x\"\nsignature_url = \"/s\"\ninclude = [\"[\"]\nca_file = \"/ca\"\nfoo = 1\n[feeds.x]\n",
+		"feeds = [{name = \"a\", url = \"/a\"}, 1, {url = \"https://\"}]\n[rules]\ndirs = [\"/r\"]\n",
+		"[feeds]\nname = \"a\"\n",
+		"[[feeds]]\n[[feeds.x]]\n[[feeds]]\nmode = 1\n",
 		"",
 		"mode = ",
 		"mode = \"audit\"\nmode = \"enforce\"\n",
@@ -106,5 +130,85 @@ func checkValid(t *testing.T, cfg Config) {
 	case "debug", "info", "warn", "error":
 	default:
 		t.Errorf("Log.Level = %q", cfg.Log.Level)
+	}
+	checkValidUpdate(t, cfg)
+}
+
+// checkValidUpdate fails t unless cfg.Update and cfg.Feeds satisfy every
+// rule Parse enforces.
+func checkValidUpdate(t *testing.T, cfg Config) {
+	t.Helper()
+	u := cfg.Update
+	if !filepath.IsAbs(u.Dir) || filepath.Clean(u.Dir) != u.Dir {
+		t.Errorf("Update.Dir = %q", u.Dir)
+	}
+	if len(cfg.Feeds) > 0 && !slices.Contains(cfg.Rules.Dirs, u.Dir) {
+		t.Errorf("Update.Dir %q is not in Rules.Dirs %q", u.Dir, cfg.Rules.Dirs)
+	}
+	if u.CanaryFiles < 0 || u.CanaryFiles > 100_000 {
+		t.Errorf("Update.CanaryFiles = %d", u.CanaryFiles)
+	}
+	if u.MaxScanCost < 10*time.Microsecond || u.MaxScanCost > 10*time.Second {
+		t.Errorf("Update.MaxScanCost = %v", u.MaxScanCost)
+	}
+	if u.MaxAge < 0 {
+		t.Errorf("Update.MaxAge = %v", u.MaxAge)
+	}
+	if u.Timeout < time.Second || u.Timeout > 24*time.Hour {
+		t.Errorf("Update.Timeout = %v", u.Timeout)
+	}
+	if cfg.Feeds != nil && len(cfg.Feeds) == 0 {
+		t.Error("Feeds is empty, not nil")
+	}
+	name := regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	for i, f := range cfg.Feeds {
+		if !name.MatchString(f.Name) {
+			t.Errorf("feed %d: Name = %q", i, f.Name)
+		}
+		if slices.ContainsFunc(cfg.Feeds[:i], func(g FeedConfig) bool { return g.Name == f.Name }) {
+			t.Errorf("feed %d: Name %q is not unique", i, f.Name)
+		}
+		for _, u := range []string{f.URL, f.SignatureURL} {
+			if u == f.SignatureURL && u == "" {
+				continue
+			}
+			if pu, err := url.Parse(u); err == nil && pu.Scheme == "https" && pu.Hostname() != "" {
+				continue
+			}
+			if !filepath.IsAbs(u) || filepath.Clean(u) != u && u != f.URL+".minisig" {
+				t.Errorf("feed %d: %q is neither an https address nor a clean absolute path", i, u)
+			}
+		}
+		if f.Subdir != "" && !fs.ValidPath(f.Subdir) {
+			t.Errorf("feed %d: Subdir = %q", i, f.Subdir)
+		}
+		if b, err := hex.DecodeString(f.SHA256); err != nil || (f.SHA256 != "" && len(b) != 32) || strings.ToLower(f.SHA256) != f.SHA256 {
+			t.Errorf("feed %d: SHA256 = %q", i, f.SHA256)
+		}
+		if f.MinisignKey != "" {
+			if b, err := base64.StdEncoding.DecodeString(f.MinisignKey); err != nil || len(b) != 42 || string(b[:2]) != "Ed" {
+				t.Errorf("feed %d: MinisignKey = %q", i, f.MinisignKey)
+			}
+		}
+		if (f.MinisignKey == "") != (f.SignatureURL == "") {
+			t.Errorf("feed %d: MinisignKey = %q but SignatureURL = %q", i, f.MinisignKey, f.SignatureURL)
+		}
+		if len(f.Include) == 0 {
+			t.Errorf("feed %d: Include is empty", i)
+		}
+		if f.Exclude != nil && len(f.Exclude) == 0 {
+			t.Errorf("feed %d: Exclude is empty, not nil", i)
+		}
+		for _, p := range slices.Concat(f.Include, f.Exclude) {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				t.Errorf("feed %d: pattern %q", i, p)
+			}
+		}
+		if f.CAFile != "" && (!filepath.IsAbs(f.CAFile) || !strings.HasPrefix(f.URL, "https:")) {
+			t.Errorf("feed %d: CAFile = %q with URL %q", i, f.CAFile, f.URL)
+		}
+		if f.MaxSize < 1<<10 || f.MaxSize > 16<<30 {
+			t.Errorf("feed %d: MaxSize = %d", i, f.MaxSize)
+		}
 	}
 }

@@ -70,6 +70,8 @@ type Config struct {
 	Control    ControlConfig
 	Quarantine QuarantineConfig
 	Log        LogConfig
+	Update     UpdateConfig
+	Feeds      []FeedConfig // [[feeds]] entries, in file order; nil when none
 }
 
 // RulesConfig is the [rules] table.
@@ -123,6 +125,73 @@ type QuarantineConfig struct {
 	Vault    string        // vault: where quarantined content is kept
 	MaxAge   time.Duration // max_age: records' vault content older than this is purged; 0: kept
 	MaxBytes int64         // max_bytes: the vault is purged, oldest first, above this size; 0: no bound
+}
+
+// UpdateConfig is the [update] table: how `fanguard rules update` installs
+// the feeds. Like every part of Config it is a plain value, safe for
+// concurrent reads.
+type UpdateConfig struct {
+	// Dir is the rules directory the feeds are installed into (dir). Parse
+	// makes sure it is one of Rules.Dirs when Feeds is non-empty.
+	Dir string
+	// CanaryFiles is how many of the host's trusted files (owned by
+	// installed packages, unchanged since) the gate scans with a new
+	// version of a feed (canary_files); a rule that matches one is held
+	// back. 0: no canary.
+	CanaryFiles int
+	// MaxScanCost is the mean scan time per canary file above which a
+	// new version of a feed is held back (max_scan_cost).
+	MaxScanCost time.Duration
+	// MaxAge is how long a feed may go without a successful check
+	// before status reports it unhealthy (max_age). 0: never.
+	MaxAge time.Duration
+	// Timeout bounds one feed's download, body included (timeout).
+	Timeout time.Duration
+}
+
+// FeedConfig is one [[feeds]] entry: a source of rules that `fanguard
+// rules update` installs into UpdateConfig.Dir. Parse returns only entries
+// whose every field is valid and resolved (defaults filled in).
+type FeedConfig struct {
+	// Name names the feed (name): its directory below UpdateConfig.Dir,
+	// and how commands and status refer to it. 1 to 64 characters among
+	// a-z, 0-9, ".", "_", "-", starting with a letter or digit; unique
+	// among the feeds.
+	Name string
+	// URL is where the feed comes from (url): an "https://" address of an
+	// archive, or an absolute, cleaned local path of a directory or an
+	// archive file.
+	URL string
+	// Subdir, if not "", is the slash-separated relative path inside the
+	// archive or directory whose content is installed (subdir); cleaned,
+	// without "." or ".." elements.
+	Subdir string
+	// SHA256, if not "", is the pinned digest of the archive, 64
+	// lowercase hex digits (sha256).
+	SHA256 string
+	// MinisignKey, if not "", is the minisign public key (base64, as on
+	// the second line of a .pub file) that must have signed the archive
+	// (minisign_key).
+	MinisignKey string
+	// SignatureURL is where the archive's minisign signature is
+	// (signature_url): an "https://" address or an absolute path. Parse
+	// sets it to URL + ".minisig" when MinisignKey is set and the file
+	// leaves it out; it is "" only when MinisignKey is "".
+	SignatureURL string
+	// Include holds the globs (path.Match syntax) of the files installed:
+	// a pattern without "/" matches a file's base name, one with "/" its
+	// path relative to Subdir (include). Parse sets the default,
+	// {"*.yar", "*.yara"}, when the file leaves it out; never empty.
+	Include []string
+	// Exclude holds globs, same syntax, of files left out even if
+	// Include matches them (exclude); nil for none.
+	Exclude []string
+	// CAFile, if not "", is a PEM file of CA certificates trusted for
+	// this feed's downloads besides the system's (ca_file); only with an
+	// "https://" URL.
+	CAFile string
+	// MaxSize bounds the download, in bytes (max_size).
+	MaxSize int64
 }
 
 // LogConfig is the [log] table.

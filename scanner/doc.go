@@ -1,9 +1,19 @@
 // Package scanner loads fanguard's YARA rules from drop-in directories and
 // scans content with them.
 //
-// Load merges the rule directories by file name (a later directory replaces
-// an earlier one's file, an empty file or a symbolic link to /dev/null masks
-// the name), compiles the files together, falling back to compiling them
+// Load reads each rule directory recursively and names each file by its
+// slash-separated path relative to its directory ("eicar.yar" at the top
+// level, "forge/packages/core/x.yar" below): that name is the YARA
+// namespace of its rules and the merge key. Names starting with "." are
+// skipped at every level; symbolic links to directories are followed at
+// the top level of a rule directory only (how rule feeds are installed:
+// a link per feed, swapped by rename), symbolic links to files at any
+// depth. A tree deeper than 16 levels or larger than 100000 entries, or a
+// subdirectory that cannot be read, fails Load rather than load part of
+// it. Load merges the directories by name (a later directory replaces an
+// earlier one's file at the same relative path, an empty file or a
+// symbolic link to /dev/null masks the name), loads the files in lexical
+// order of their names, compiles them together, falling back to compiling them
 // one by one to find and report the broken ones, and builds one shared,
 // read-only Ruleset from the rest. A digest of its inputs names it (the
 // generation) and keys an optional cache of compiled rules. Each scan

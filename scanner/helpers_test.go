@@ -13,10 +13,12 @@ import (
 const (
 	toDevNull = "@devnull" // a symbolic link to /dev/null
 	asDir     = "@dir"     // a directory
+	linkTo    = "@link:"   // followed by a target: a symbolic link to it
 )
 
 // writeTree creates files below dir: name → content, with parent
-// directories as needed; see toDevNull and asDir for special entries.
+// directories as needed; see toDevNull, asDir and linkTo for special
+// entries.
 func writeTree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
@@ -25,10 +27,12 @@ func writeTree(t testing.TB, dir string, files map[string]string) {
 			t.Fatal(err)
 		}
 		var err error
-		switch content {
-		case toDevNull:
+		switch {
+		case strings.HasPrefix(content, linkTo):
+			err = os.Symlink(strings.TrimPrefix(content, linkTo), p)
+		case content == toDevNull:
 			err = os.Symlink("/dev/null", p)
-		case asDir:
+		case content == asDir:
 			err = os.Mkdir(p, 0o755)
 		default:
 			err = os.WriteFile(p, []byte(content), 0o644)

@@ -44,8 +44,10 @@ func depState(data []byte, err error) string {
 	return "sha256:" + hexSum(data)
 }
 
-// includeRoots resolves the symbolic links of the rule directories that
-// exist; included files must lie below one of them.
+// includeRoots resolves the symbolic links of the directories that exist:
+// the rule directories, and the targets of their top-level links to
+// directories (see listDirs, which gives Load its roots). Included files
+// must lie below one of them.
 func includeRoots(dirs []string) []string {
 	var roots []string
 	for _, d := range dirs {

@@ -28,9 +28,10 @@ const loadAttempts = 3
 // LoadOptions says where Load finds the rules. Load only reads it; the
 // zero value loads nothing and caches nothing.
 type LoadOptions struct {
-	// Dirs are the rule directories, in order: a file in a later directory
-	// replaces the file of the same name in an earlier one. Directories
-	// that do not exist are skipped (and listed in Ruleset.MissingDirs).
+	// Dirs are the rule directories, in order, each read recursively: a
+	// file in a later directory replaces the file at the same relative
+	// path in an earlier one. Directories that do not exist are skipped
+	// (and listed in Ruleset.MissingDirs).
 	Dirs []string
 	// CacheDir holds compiled rule sets by generation, so that loading
 	// unchanged rules again reads them instead of compiling (such as
@@ -47,13 +48,13 @@ type LoadOptions struct {
 // goroutine that scans gets its own Scanner from NewScanner.
 type Ruleset struct {
 	Files       []RuleFile  // effective files that loaded, lexical order, with rule counts
-	Masked      []string    // file names masked (empty file or symbolic link to /dev/null)
+	Masked      []string    // names (relative paths) masked (empty file or symbolic link to /dev/null)
 	Broken      []FileError // files left out, with the reason
 	Warnings    []FileError // compiler warnings and unusable metadata of the loaded files
 	MissingDirs []string    // rule directories that do not exist (skipped)
 	Count       int         // number of rules loaded
 
-	Overridden []Override // entries replaced by a later directory's entry of the same name
+	Overridden []Override // entries replaced by a later directory's entry of the same name (relative path)
 	Masks      []Mask     // where each name of Masked is masked
 
 	// Generation identifies the rules: the hex SHA-256 of the libyara
@@ -84,7 +85,11 @@ type Ruleset struct {
 // RuleFile is a rule file that loaded. Its rules' namespace is Name. It is
 // a plain value, read-only within a Ruleset.
 type RuleFile struct {
-	Name  string // file name, which is also the YARA namespace of its rules
+	// Name is the file's path relative to its rule directory,
+	// slash-separated: the base name for a file at the top level
+	// ("eicar.yar"), "forge/packages/core/x.yar" below. It is the merge
+	// key and the YARA namespace of its rules.
+	Name  string
 	Path  string // where it was read from
 	Rules int    // number of rules it holds
 }
@@ -105,7 +110,7 @@ func (e FileError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Path, e.Msg)
 }
 
-// ruleKey names a rule: namespace (its file name) and identifier.
+// ruleKey names a rule: namespace (its file's Name) and identifier.
 type ruleKey struct{ ns, id string }
 
 // ruleInfo is what the scanner reports about a matching rule.
@@ -130,9 +135,11 @@ var externals = [...]string{"filename", "filepath", "extension", "filetype", "ow
 // When no rule is left it returns an error wrapping ErrNoRules together
 // with a Ruleset that says why (Broken, Masked, Files, Generation) but
 // holds no rules: its NewScanner fails. It returns a plain error and no
-// Ruleset when a rule directory exists but cannot be read (loading without
-// it could bring back files it masks), or when the rule files keep
-// changing while they are read.
+// Ruleset, naming the directory, when a rule directory exists but it or
+// one of its subdirectories cannot be read, or its tree is deeper than 16
+// levels of subdirectories or holds more than 100000 entries (loading
+// without part of it could bring back files it masks), or when the rule
+// files keep changing while they are read.
 func Load(opts LoadOptions) (*Ruleset, error) {
 	start := time.Now()
 	dirs := make([]string, 0, len(opts.Dirs))
@@ -162,17 +169,17 @@ func Load(opts LoadOptions) (*Ruleset, error) {
 
 // load is one attempt of Load on absolute directories.
 func load(dirs []string, cacheDir string) (*Ruleset, error) {
-	listing, missing, err := listDirs(dirs)
+	l, err := listDirs(dirs)
 	if err != nil {
 		return nil, err
 	}
-	m := merge(listing)
-	rs := &Ruleset{Masked: m.Masked, MissingDirs: missing}
-	rs.Overridden, rs.Masks = shadows(listing)
+	m := merge(l.Entries)
+	rs := &Ruleset{Masked: m.Masked, MissingDirs: l.Missing}
+	rs.Overridden, rs.Masks = shadows(l.Entries)
 	for _, e := range m.Bad {
 		rs.Broken = append(rs.Broken, FileError{Path: e.Path, Msg: e.Note})
 	}
-	roots := includeRoots(dirs)
+	roots := l.Roots
 	inputs := make([]input, len(m.Files))
 	for i, f := range m.Files {
 		inputs[i] = readInput(f)

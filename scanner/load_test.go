@@ -269,6 +269,107 @@ func TestIncludeConfined(t *testing.T) {
 	}
 }
 
+// TestIncludeInFeed checks includes in feeds: directories linked at the
+// top level of a rule directory, whose targets may lie outside it. A
+// feed's file may include files of the same feed, and nothing outside
+// the rule directories and the targets of their top-level links; the
+// compiled-rules cache checks those includes again when a new version of
+// the feed is linked in.
+func TestIncludeInFeed(t *testing.T) {
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	feeds, cache := filepath.Join(root, "feeds.d"), filepath.Join(root, "cache")
+	writeTree(t, root, map[string]string{
+		"store/secret.inc":                          rule("secret"),
+		"store/forge/v1/packages/core/x.yar":        "include \"other.inc\"\n" + rule("x"),
+		"store/forge/v1/packages/core/other.inc":    rule("other"),
+		"store/forge/v1/packages/core/up.yar":       "include \"../../../../secret.inc\"\n",
+		"store/forge/v2/packages/core/x.yar":        "include \"other.inc\"\n" + rule("x"),
+		"store/forge/v2/packages/core/other.inc":    rule("other2"),
+		"store/forge/v2/packages/core/up.yar":       "include \"../../../../secret.inc\"\n",
+		"feeds.d/forge":                             linkTo + "../store/forge/v1",
+		"feeds.d/.store/sig/v1/yara/apt.yar":        "include \"lib/common.inc\"\n" + rule("apt"),
+		"feeds.d/.store/sig/v1/yara/lib/common.inc": rule("common"),
+		"feeds.d/sig":                               linkTo + ".store/sig/v1",
+		"feeds.d/local.yar":                         "include \"forge/packages/core/other.inc\"\n" + rule("local"),
+	})
+	tests := []struct {
+		name       string
+		version    string // the target of feeds.d/forge
+		wantRules  []string
+		wantCached bool
+	}{
+		{
+			name:    "first load compiles",
+			version: "../store/forge/v1",
+			wantRules: []string{
+				"forge/packages/core/x.yar:other", "forge/packages/core/x.yar:x",
+				"local.yar:local", "local.yar:other", "sig/yara/apt.yar:apt", "sig/yara/apt.yar:common",
+			},
+		},
+		{
+			name:    "the same rules come from the cache",
+			version: "../store/forge/v1",
+			wantRules: []string{
+				"forge/packages/core/x.yar:other", "forge/packages/core/x.yar:x",
+				"local.yar:local", "local.yar:other", "sig/yara/apt.yar:apt", "sig/yara/apt.yar:common",
+			},
+			wantCached: true,
+		},
+		{
+			name:    "a new version's includes are read again",
+			version: "../store/forge/v2",
+			wantRules: []string{
+				"forge/packages/core/x.yar:other2", "forge/packages/core/x.yar:x",
+				"local.yar:local", "local.yar:other2", "sig/yara/apt.yar:apt", "sig/yara/apt.yar:common",
+			},
+		},
+	}
+	var gens []string
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Swap the feed as an installer does: a new link renamed over the old.
+			tmp := filepath.Join(feeds, ".forge.new")
+			if err := os.Symlink(tt.version, tmp); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(feeds, "forge")); err != nil {
+				t.Fatal(err)
+			}
+			rs := mustLoadOpts(t, LoadOptions{Dirs: []string{feeds}, CacheDir: cache})
+			if diff := cmp.Diff(tt.wantRules, ruleNames(rs)); diff != "" {
+				t.Errorf("rules mismatch (-want +got):\n%s", diff)
+			}
+			if rs.FromCache != tt.wantCached || rs.CacheError != nil {
+				t.Errorf("FromCache = %v (cache error %v), want %v", rs.FromCache, rs.CacheError, tt.wantCached)
+			}
+			ms, err := mustScanner(t, rs).Scan([]byte("x"), Vars{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.wantRules, matchNames(ms)); diff != "" {
+				t.Errorf("matches mismatch (-want +got):\n%s", diff)
+			}
+			// Only the include escaping its feed is refused.
+			var broken []string
+			for _, b := range rs.Broken {
+				broken = append(broken, b.Error())
+			}
+			want := filepath.Join(root, "store", "forge", filepath.Base(tt.version), "packages/core/up.yar") + ":1: " +
+				`include "../../../../secret.inc": ` + filepath.Join(root, "store/secret.inc") + " is outside the rule directories"
+			if len(broken) != 1 || !strings.HasPrefix(broken[0], want) {
+				t.Errorf("broken = %q, want one starting %q", broken, want)
+			}
+			gens = append(gens, rs.Generation)
+		})
+	}
+	if len(gens) == 3 && (gens[0] != gens[1] || gens[1] == gens[2]) {
+		t.Errorf("generations %q: want the first two equal and the third different", gens)
+	}
+}
+
 func TestShippedRules(t *testing.T) {
 	rs := mustLoad(t, shippedRules)
 	if len(rs.Broken) > 0 || len(rs.Warnings) > 0 {

@@ -37,16 +37,16 @@ func newWholeSet(t testing.TB, rs *Ruleset, dirs ...string) *wholeSet {
 		}
 		abs = append(abs, a)
 	}
-	listing, _, err := listDirs(abs)
+	l, err := listDirs(abs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := merge(listing)
+	m := merge(l.Entries)
 	var inputs []input
 	for _, f := range m.Files {
 		inputs = append(inputs, readInput(f))
 	}
-	c, err := compile(inputs, includeRoots(abs))
+	c, err := compile(inputs, l.Roots)
 	if err != nil || c.rules == nil {
 		t.Fatalf("compiling the whole set: %v", err)
 	}

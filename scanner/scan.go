@@ -34,7 +34,7 @@ const (
 // it may be handed to other goroutines.
 type Match struct {
 	Rule      string            // rule identifier
-	Namespace string            // rule namespace: the rule file's name
+	Namespace string            // rule namespace: the rule file's path relative to its rule directory ("a.yar", "forge/core/x.yar")
 	File      string            // path of the rule file
 	Tags      []string          // rule tags
 	Meta      map[string]string // rule metadata, non-string values formatted

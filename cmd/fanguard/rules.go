@@ -18,20 +18,34 @@ by default /usr/lib/fanguard/rules.d (shipped with fanguard), then
 /etc/fanguard/rules.d (yours). [rules] dirs in the configuration, or
 --rules-dir, name other directories, in order.
 
+  Names      Each directory is read with its subdirectories; a file's name is
+             its path below its directory ("eicar.yar",
+             "forge/packages/core/x.yar"). Names starting with "." are
+             skipped. A symbolic link to a directory is followed at the top
+             of a rule directory only (rule feeds are installed that way);
+             links to files work at any depth. At most 16 levels of
+             subdirectories and 100000 entries per directory: past that, or
+             when a subdirectory cannot be read, no rules load from any of
+             them (a running daemon keeps the rules in force).
   Override   Files are merged by name: a file in a later directory replaces
              the file of the same name in an earlier one. To change a shipped
-             file, copy it to /etc/fanguard/rules.d under the same name.
+             file, copy it to /etc/fanguard/rules.d under the same name (the
+             same path, for a file in a subdirectory).
   Mask       An empty file, or a symbolic link to /dev/null, in a later
-             directory masks the name: no file of that name loads.
+             directory masks the name: no file of that name loads. A name in
+             a subdirectory is masked at the same path:
                ln -s /dev/null /etc/fanguard/rules.d/NAME.yar
+               mkdir -p /etc/fanguard/rules.d/forge/packages/core
+               ln -s /dev/null /etc/fanguard/rules.d/forge/packages/core/x.yar
   Order      Files load in lexical order of their names, whatever their
              directory ("10-x.yar" before "20-y.yar").
-  Namespace  Each file's rules live in a namespace named after the file: two
-             files may use the same rule name, and a detection names the rule
-             and its file.
+  Namespace  Each file's rules live in a namespace named after the file (its
+             name, with subdirectories): two files may use the same rule name,
+             and a detection names the rule and its file.
   Broken     A file that does not compile is left out, reported with file and
              line; the other files load. include works only for files inside
-             the rule directories.
+             the rule directories, or inside the directories their top-level
+             links point to.
   Generation A digest of the files loaded (name, path, content and the
              content of their includes), the masked names and the libyara
              version: any change to the rules gives a new one.
