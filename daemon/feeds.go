@@ -32,7 +32,14 @@ func (d *Daemon) feeds(now time.Time) []StatusFeed {
 		return []StatusFeed{}
 	}
 	fs := d.feedStatus()
-	maxAge := d.cfg.Update.MaxAge
+	AgeFeeds(fs, now, d.cfg.Update.MaxAge)
+	return fs
+}
+
+// AgeFeeds sets the age and staleness of each feed of fs as of now: a feed
+// is stale when it was never installed, or not checked successfully for
+// more than maxAge (0: never stale once installed).
+func AgeFeeds(fs []StatusFeed, now time.Time, maxAge time.Duration) {
 	for i := range fs {
 		f := &fs[i]
 		if f.HeldBack == nil {
@@ -44,7 +51,6 @@ func (d *Daemon) feeds(now time.Time) []StatusFeed {
 		}
 		f.Stale = f.Version == "" || maxAge > 0 && (f.Checked.IsZero() || now.Sub(f.Checked) > maxAge)
 	}
-	return fs
 }
 
 // feedProblem says why the feeds make the daemon's status unhealthy (not

@@ -295,31 +295,32 @@ func firstLine(s string) string {
 	return first
 }
 
+// feedDocs returns the feeds of cfg as the daemon's status shows them,
+// aged as of now; never nil.
+func feedDocs(cfg policy.Config, now time.Time) []daemon.StatusFeed {
+	fs := []daemon.StatusFeed{}
+	if f := feedStatuses(cfg); f != nil {
+		fs = f()
+	}
+	daemon.AgeFeeds(fs, now, cfg.Update.MaxAge)
+	return fs
+}
+
 // writeFeeds writes the feeds section of "rules list".
 func writeFeeds(w io.Writer, cfg policy.Config, now time.Time) {
-	if len(cfg.Feeds) == 0 {
+	fs := feedDocs(cfg, now)
+	if len(fs) == 0 {
 		return
 	}
 	fmt.Fprintf(w, "\nRule feeds (in %s):\n", cfg.Update.Dir)
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	for _, fc := range cfg.Feeds {
-		f := statusFeed(cfg.Update.Dir, fc)
-		if !f.Checked.IsZero() {
-			f.AgeSeconds = now.Sub(f.Checked).Seconds()
-		} else {
-			f.AgeSeconds = -1
-		}
-		f.Stale = f.Version == "" || cfg.Update.MaxAge > 0 && now.Sub(f.Checked) > cfg.Update.MaxAge
+	for _, f := range fs {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", f.Name, feedLine(f), f.Source)
 	}
 	tw.Flush()
-	for _, fc := range cfg.Feeds {
-		st, err := feeds.ReadState(cfg.Update.Dir, fc.Name)
-		if err != nil || st.Current == nil {
-			continue
-		}
-		for _, h := range st.Current.HeldBack {
-			fmt.Fprintf(w, "  %s: held back %s\n", fc.Name, heldLine(h))
+	for _, f := range fs {
+		for _, h := range f.HeldBack {
+			fmt.Fprintf(w, "  %s: held back %s\n", f.Name, h)
 		}
 	}
 }

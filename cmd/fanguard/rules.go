@@ -7,14 +7,17 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fanguard/fanguard/daemon"
 	"github.com/fanguard/fanguard/scanner"
 )
 
 const rulesHelp = `fanguard's rules are YARA files (*.yar, *.yara) in drop-in directories:
 by default /usr/lib/fanguard/rules.d (shipped with fanguard), then
+/var/lib/fanguard/feeds.d (the rule feeds: "fanguard rules update"), then
 /etc/fanguard/rules.d (yours). [rules] dirs in the configuration, or
 --rules-dir, name other directories, in order.
 
@@ -50,6 +53,13 @@ by default /usr/lib/fanguard/rules.d (shipped with fanguard), then
              content of their includes), the masked names and the libyara
              version: any change to the rules gives a new one.
 
+  Feeds      Each rule feed ([[feeds]] in the configuration) is a link
+             FEED -> .store/FEED/VERSION in [update] dir, swapped in one step
+             by "fanguard rules update" once a new version passed the gate,
+             and back by "fanguard rules rollback FEED". Its files are named
+             "FEED/PATH"; mask or replace one at that path in
+             /etc/fanguard/rules.d.
+
 After changing the rules, check them with "fanguard rules check", then load
 them into the running daemon with "fanguard reload" (or systemctl reload
 fanguard).`
@@ -57,7 +67,7 @@ fanguard).`
 func newRulesCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rules",
-		Short: "Check and list the YARA rules (drop-in directories)",
+		Short: "Check, list and update the YARA rules (drop-in directories, feeds)",
 		Long:  rulesHelp,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -181,6 +191,9 @@ type listJSON struct {
 	Errors      []problemJSON  `json:"errors"`
 	MissingDirs []string       `json:"missing_dirs"`
 	Partition   partitionJSON  `json:"partition"`
+	// Feeds are the rule feeds of the configuration, as the daemon's
+	// status shows them.
+	Feeds []daemon.StatusFeed `json:"feeds"`
 }
 
 // partitionJSON is the partition by file class in the --json output.
@@ -337,10 +350,11 @@ func runRulesCheck(flags *configFlags, explicit, asJSON bool, args []string, std
 }
 
 func runRulesList(flags *configFlags, explicit, asJSON bool, stdout io.Writer) error {
-	dirs, err := ruleDirs(flags, explicit, nil)
+	cfg, err := flags.load(explicit)
 	if err != nil {
 		return exitError{code: 2, err: err}
 	}
+	dirs := cfg.Rules.Dirs
 	r := loadReport(dirs)
 	rs := r.rs
 	if rs == nil {
@@ -350,7 +364,7 @@ func runRulesList(flags *configFlags, explicit, asJSON bool, stdout io.Writer) e
 	if asJSON {
 		doc := listJSON{Generation: rs.Generation, Rules: rs.Count, Files: r.files(),
 			Overridden: []overrideJSON{}, Masked: []maskJSON{}, Errors: r.errors, MissingDirs: append([]string{}, rs.MissingDirs...),
-			Partition: partitionDoc(rs.Partition)}
+			Partition: partitionDoc(rs.Partition), Feeds: feedDocs(cfg, time.Now())}
 		for _, o := range rs.Overridden {
 			doc.Overridden = append(doc.Overridden, overrideJSON(o))
 		}
@@ -396,6 +410,7 @@ func runRulesList(flags *configFlags, explicit, asJSON bool, stdout io.Writer) e
 		tw.Flush()
 	}
 	writePartition(stdout, rs.Partition)
+	writeFeeds(stdout, cfg, time.Now())
 	if len(r.errors) > 0 {
 		fmt.Fprintln(stdout, "\nLeft out (see fanguard rules check):")
 		for _, e := range r.errors {
