@@ -27,18 +27,20 @@ const (
 	DefaultMaxTotal    = 1 << 30
 )
 
-// DefaultInclude is the include filter when UnpackOptions.Include is nil.
-var DefaultInclude = []string{"*.yar", "*.yara"}
+// defaultInclude returns the include filter used when
+// UnpackOptions.Include is nil.
+func defaultInclude() []string { return []string{"*.yar", "*.yara"} }
 
 // UnpackOptions says which files Unpack and CopyTree keep and bounds what
-// they read. Zero values mean the defaults noted.
+// they read. Zero values mean the defaults noted. Unpack and CopyTree only
+// read it: one value may be shared by concurrent calls.
 type UnpackOptions struct {
 	// Subdir keeps only entries at or below this slash-separated relative
 	// path, made relative to it. "" keeps all.
 	Subdir string
 	// Include selects files by glob (path.Match): a pattern without "/"
 	// matches the base name, one with "/" the whole path (relative to
-	// Subdir). nil means DefaultInclude ("*.yar", "*.yara").
+	// Subdir). nil means {"*.yar", "*.yara"}.
 	Include []string
 	// Exclude drops files that Include selected; same syntax.
 	Exclude []string
@@ -54,7 +56,8 @@ type UnpackOptions struct {
 	MaxTotal int64
 }
 
-// Unpacked says what Unpack or CopyTree wrote.
+// Unpacked says what Unpack or CopyTree wrote. It is a plain value, owned
+// by the caller.
 type Unpacked struct {
 	// Files are the slash-separated paths written under the destination,
 	// sorted.
@@ -68,7 +71,8 @@ type Unpacked struct {
 
 // UnsafeEntryError says why an archive or a feed directory was refused,
 // naming the entry. Unpack and CopyTree return it (possibly wrapped) for
-// every refusal of the content, as opposed to I/O errors.
+// every refusal of the content, as opposed to I/O errors and archives that
+// are merely malformed. It is a plain value, safe to share once made.
 type UnsafeEntryError struct {
 	// Entry is the entry's name as the archive gives it (or its path
 	// relative to the feed directory).
@@ -99,6 +103,8 @@ var (
 // file or a directory (links, devices, FIFOs), duplicate paths and entries
 // beyond the limits of opts refuse the whole archive with an
 // *UnsafeEntryError. On any error dst is removed.
+//
+// Unpack is safe for concurrent use with distinct destinations.
 func Unpack(path, dst string, opts UnpackOptions) (Unpacked, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -160,6 +166,8 @@ func Unpack(path, dst string, opts UnpackOptions) (Unpacked, error) {
 // link, device, FIFO or socket inside it is an *UnsafeEntryError naming it.
 // The tree is walked without following links, and every file is opened
 // with O_NOFOLLOW and checked again once open.
+//
+// CopyTree is safe for concurrent use with distinct destinations.
 func CopyTree(src, dst string, opts UnpackOptions) (Unpacked, error) {
 	root, err := filepath.EvalSymlinks(src)
 	if err != nil {
@@ -234,7 +242,7 @@ func newExtractor(opts UnpackOptions) (*extractor, error) {
 		opts.MaxTotal = DefaultMaxTotal
 	}
 	if opts.Include == nil {
-		opts.Include = DefaultInclude
+		opts.Include = defaultInclude()
 	}
 	for _, p := range slices.Concat(opts.Include, opts.Exclude) {
 		if _, err := path.Match(p, ""); err != nil {

@@ -513,3 +513,34 @@ func TestZerosGzipMember(t *testing.T) {
 		t.Fatalf("the member decompresses to %d bytes (%v), want %d", n, err, 3<<20)
 	}
 }
+
+func TestUnpackLongNames(t *testing.T) {
+	long := "r/" + strings.Repeat("deep-directory-name/", 8) + strings.Repeat("n", 120) + ".yar"
+	for _, format := range []tar.Format{tar.FormatPAX, tar.FormatGNU} {
+		t.Run(format.String(), func(t *testing.T) {
+			var buf bytes.Buffer
+			zw := gzip.NewWriter(&buf)
+			tw := tar.NewWriter(zw)
+			body := "rule long { condition: false }"
+			if err := tw.WriteHeader(&tar.Header{Name: long, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)), Format: format}); err != nil {
+				t.Fatal(err)
+			}
+			tw.Write([]byte(body))
+			tw.Close()
+			zw.Close()
+			dir := t.TempDir()
+			dst := filepath.Join(dir, "out")
+			u, err := Unpack(writeTemp(t, dir, "feed", buf.Bytes()), dst, UnpackOptions{Subdir: "r"})
+			if err != nil {
+				t.Fatalf("Unpack: %v", err)
+			}
+			want := map[string]string{strings.TrimPrefix(long, "r/"): body}
+			if diff := cmp.Diff(want, readTree(t, dst)); diff != "" {
+				t.Errorf("files under dst (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(sortedKeys(want), u.Files); diff != "" {
+				t.Errorf("Files (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -29,7 +29,7 @@ const (
 var ErrTooLarge = errors.New("download larger than the size limit")
 
 // FetchOptions says what Fetch downloads. Zero values mean the defaults
-// noted.
+// noted. Fetch only reads it: one value may be shared by concurrent calls.
 type FetchOptions struct {
 	// URL is the feed's address; it must be https://.
 	URL string
@@ -54,7 +54,8 @@ type FetchOptions struct {
 	UserAgent string
 }
 
-// Fetched is what Fetch downloaded.
+// Fetched is what Fetch downloaded. It is a plain value, owned by the
+// caller (who also owns the file at Path).
 type Fetched struct {
 	// Path is the temporary file holding the body; the caller removes it.
 	// It is "" when NotModified.
