@@ -112,7 +112,7 @@ func gate(opts gateOptions) (gateResult, error) {
 	}
 
 	// Hold back, file by file, the feed's rules that matched.
-	byFile := make(map[string][]string)  // rule file (relative to the feed) → rules to drop
+	byFile := make(map[string][]string)   // rule file (relative to the feed) → rules to drop
 	matched := make(map[[2]string]string) // (file, rule) → the first trusted file matched
 	var again []TrustedFile
 	for _, m := range first.matches {

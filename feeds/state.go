@@ -49,7 +49,7 @@ type State struct {
 type Version struct {
 	ID        string     `json:"id"`        // hex SHA-256 of the archive, or of the local tree
 	Selection string     `json:"selection"` // digest of the feed's subdir, include and exclude when installed
-	Dir       string     `json:"dir"` // its directory, relative to the feed's store directory
+	Dir       string     `json:"dir"`       // its directory, relative to the feed's store directory
 	Installed time.Time  `json:"installed"`
 	Files     int        `json:"files"` // rule files installed
 	Rules     int        `json:"rules"` // rules that load from them
@@ -67,11 +67,11 @@ type HeldRule struct {
 
 // GateReport is what the gate measured of a version.
 type GateReport struct {
-	Seconds     float64 `json:"seconds"`       // the whole gate: compile, canary, cost
+	Seconds     float64 `json:"seconds"` // the whole gate: compile, canary, cost
 	CompileSecs float64 `json:"compile_seconds"`
-	Sampled     int     `json:"canary_files"`  // trusted files scanned
-	SampleBytes int64   `json:"canary_bytes"`  // their size in all
-	CostNanos   int64   `json:"cost_ns"`       // mean scan time per trusted file, the whole rule set
+	Sampled     int     `json:"canary_files"`   // trusted files scanned
+	SampleBytes int64   `json:"canary_bytes"`   // their size in all
+	CostNanos   int64   `json:"cost_ns"`        // mean scan time per trusted file, the whole rule set
 	Matches     int     `json:"canary_matches"` // matches on trusted files, before holding back
 }
 

@@ -203,16 +203,26 @@ func markerRule(marker string) archiveFile {
 		"rule feed_marker_%s {\n\tstrings: $m = \"FANGUARD-FEED-MARKER-%s\"\n\tcondition: $m\n}\n", marker, marker))}
 }
 
-// feedConfig writes a configuration for the command line that shares the
-// daemon's and adds [update] and one [[feeds]] entry with extra keys.
+// feedTables is the configuration of the tests' feed: [update] and one
+// [[feeds]] entry with extra keys.
+func feedTables(feedsDir, url, ca, extra string) string {
+	return fmt.Sprintf("\n[update]\ndir = %q\n\n[[feeds]]\nname = \"rl\"\nurl = %q\nsubdir = \"reversinglabs-yara-rules-develop/yara\"\nca_file = %q\n%s\n",
+		feedsDir, url, ca, extra)
+}
+
+// feedConfig writes a configuration for the command line: the daemon's,
+// with extra keys in the feed's entry.
 func feedConfig(t *testing.T, d *daemon, feedsDir, url, ca, extra string) string {
 	t.Helper()
 	base, err := os.ReadFile(d.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := string(base) + fmt.Sprintf("\n[update]\ndir = %q\ncanary_files = 300\n\n[[feeds]]\nname = \"rl\"\nurl = %q\nsubdir = \"reversinglabs-yara-rules-develop/yara\"\nca_file = %q\n%s\n",
-		feedsDir, url, ca, extra)
+	own := feedTables(feedsDir, url, ca, "")
+	if !strings.Contains(string(base), own) {
+		t.Fatalf("the daemon's configuration has no feed tables:\n%s", base)
+	}
+	cfg := strings.Replace(string(base), own, feedTables(feedsDir, url, ca, extra), 1)
 	p := filepath.Join(t.TempDir(), "fanguard.toml")
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -299,9 +309,9 @@ func waitDenied(t *testing.T, d *daemon, name, content string, want bool) {
 // by the canary, a rollback, and a broken version at start.
 func TestFeedUpdate(t *testing.T) {
 	feedsDir := filepath.Join(t.TempDir(), "feeds.d")
-	d := startDaemon(t, options{ruleDirs: []string{feedsDir}})
 	srv := newFeedServer(t)
-	cfg := feedConfig(t, d, feedsDir, srv.url(), srv.ca, "")
+	d := startDaemon(t, options{ruleDirs: []string{feedsDir}, tables: feedTables(feedsDir, srv.url(), srv.ca, "")})
+	cfg := d.Config
 	link := filepath.Join(feedsDir, "rl")
 
 	// 1. The first version installs, with its subdirectories, and the
@@ -352,6 +362,7 @@ func TestFeedUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	pubText, _ := pub.MarshalText()
+	_, pubKey, _ := strings.Cut(strings.TrimSpace(string(pubText)), "\n") // the key line of the .pub file
 	small := zipOf(t, []archiveFile{markerRule("BAD")})
 	bad := []struct {
 		name    string
@@ -363,15 +374,15 @@ func TestFeedUpdate(t *testing.T) {
 	}{
 		{"wrong sha256", small, nil, false, "sha256 = \"" + strings.Repeat("ab", 32) + "\"", []string{"sha256"}},
 		{"signature of other content", small, minisign.Sign(priv, []byte("something else")), false,
-			fmt.Sprintf("minisign_key = %q", string(pubText)), []string{"signature"}},
+			fmt.Sprintf("minisign_key = %q", pubKey), []string{"signature"}},
 		{"signature by another key", small, minisign.Sign(otherPriv, small), false,
-			fmt.Sprintf("minisign_key = %q", string(pubText)), []string{"signature"}},
+			fmt.Sprintf("minisign_key = %q", pubKey), []string{"signature"}},
 		{"truncated download", zipOf(t, rlArchiveFiles(t, markerRule("TRUNC"))), nil, true, "", []string{"rl"}},
 		{"path with ..", tarGzOf(t, []archiveFile{{name: "reversinglabs-yara-rules-develop/yara/../../../x.yar", data: []byte("rule x { condition: true }")}}), nil, false, "", []string{".."}},
 		{"symbolic link", tarGzOf(t, []archiveFile{{name: "reversinglabs-yara-rules-develop/yara/x.yar", mode: tar.TypeSymlink, link: "/etc/shadow"}}), nil, false, "", []string{"x.yar"}},
 		{"10 GiB bomb", bombTarGz(t), nil, false, "", []string{"bomb.yar"}},
 		{"rule that does not compile", zipOf(t, rlArchiveFiles(t, archiveFile{name: "reversinglabs-yara-rules-develop/yara/fanguard-test/broken.yara",
-			data: []byte("rule broken {\n\tcondition: $nope\n}\n")})), nil, false, "", []string{"fanguard-test/broken.yara:2", "does not compile"}},
+			data: []byte("rule broken {\n\tcondition: $nope\n}\n")})), nil, false, "", []string{"rl/fanguard-test/broken.yara:", "undefined string", "does not compile"}},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -408,7 +419,8 @@ rule matches_ls {
 	condition: uint32(0) == 0x464c457f and filename == "ls"
 }
 rule uses_matches_ls {
-	condition: matches_ls
+	strings: $never = "FANGUARD-FEED-NEVER-IN-LS"
+	condition: matches_ls and $never
 }
 rule innocent {
 	strings: $m = "FANGUARD-FEED-INNOCENT"
@@ -533,6 +545,9 @@ func statusOf(t *testing.T, d *daemon) feedStatus {
 func TestFeedStale(t *testing.T) {
 	feedsDir := filepath.Join(t.TempDir(), "feeds.d")
 	local := t.TempDir()
+	if err := os.Mkdir(filepath.Join(local, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	writeFile(t, filepath.Join(local, "sub", "local.yar"), "rule local_feed { strings: $m = \"FANGUARD-LOCAL-FEED\" condition: $m }\n", 0o644)
 	tables := fmt.Sprintf("[update]\ndir = %q\ncanary_files = 0\nmax_age = \"3s\"\n[[feeds]]\nname = \"local\"\nurl = %q\n", feedsDir, local)
 	d := startDaemon(t, options{ruleDirs: []string{feedsDir}, tables: tables})
