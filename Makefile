@@ -55,6 +55,9 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./scanner/
 	$(GO) test -run '^$$' -fuzz '^FuzzPartition$$' -fuzztime $(FUZZTIME) ./scanner/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecordRoundTrip$$' -fuzztime $(FUZZTIME) ./quarantine/
+	$(GO) test -run '^$$' -fuzz '^FuzzUnpack$$' -fuzztime $(FUZZTIME) ./feeds/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMinisign$$' -fuzztime $(FUZZTIME) ./feeds/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMD5Sums$$' -fuzztime $(FUZZTIME) ./feeds/
 
 # install: the binary, the shipped rules, the systemd units (the daemon,
 # and fanguard-update.service + .timer for the rule feeds), an empty

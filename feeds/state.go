@@ -243,7 +243,7 @@ func Rollback(dir, name, reason string) (State, error) {
 	if err := s.swap(name, st.Previous.Dir); err != nil {
 		return st, err
 	}
-	if st.Current != nil && !slices.Contains(st.Rejected, st.Current.ID) {
+	if st.Current != nil && st.Current.ID != st.Previous.ID && !slices.Contains(st.Rejected, st.Current.ID) {
 		st.Rejected = append(st.Rejected, st.Current.ID)
 	}
 	st.Current, st.Previous = st.Previous, st.Current

@@ -149,8 +149,8 @@ func runRulesUpdate(ctx context.Context, flags *configFlags, explicit bool, name
 			v := r.State.Current
 			fmt.Fprintf(out, "%s: installed %s in %v (%s downloaded)\n", r.Feed, versionLine(v),
 				r.Took.Round(time.Millisecond), byteCount(r.Downloaded))
-			fmt.Fprintf(out, "%s: gate: compiled in %.1fs; %d trusted files (%s) scanned, %v per file; %s\n",
-				r.Feed, v.Gate.CompileSecs, v.Gate.Sampled, byteCount(v.Gate.SampleBytes),
+			fmt.Fprintf(out, "%s: gate: %.1fs: compiled in %.1fs; %d trusted files (%s) scanned, %v per file; %s\n",
+				r.Feed, v.Gate.Seconds, v.Gate.CompileSecs, v.Gate.Sampled, byteCount(v.Gate.SampleBytes),
 				v.Gate.Cost().Round(time.Microsecond), plural(len(v.HeldBack), "rule")+" held back")
 			for _, h := range v.HeldBack {
 				fmt.Fprintf(out, "%s: held back %s\n", r.Feed, heldLine(h))
@@ -184,8 +184,10 @@ func runRulesRollback(ctx context.Context, flags *configFlags, explicit bool, na
 	if err != nil {
 		return exitError{code: 1, err: err}
 	}
-	fmt.Fprintf(out, "%s: rolled back to %s; %.16s is not installed again unless forced\n", name,
-		versionLine(st.Current), st.Previous.ID)
+	fmt.Fprintf(out, "%s: rolled back to %s\n", name, versionLine(st.Current))
+	if slices.Contains(st.Rejected, st.Previous.ID) {
+		fmt.Fprintf(out, "%s: version %.16s is not installed again unless forced (fanguard rules update --force)\n", name, st.Previous.ID)
+	}
 	if !noReload {
 		return reloadIfRunning(ctx, cfg.Control.Socket, out)
 	}
