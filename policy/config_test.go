@@ -142,7 +142,6 @@ func TestShippedConfigFeedsExample(t *testing.T) {
 	want.Feeds = []FeedConfig{{
 		Name:    "yara-forge-core",
 		URL:     "https://github.com/YARAHQ/yara-forge/releases/latest/download/yara-forge-rules-core.zip",
-		Subdir:  "packages/core",
 		Include: []string{"*.yar", "*.yara"},
 		MaxSize: 256 << 20,
 	}}
