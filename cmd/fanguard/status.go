@@ -146,8 +146,12 @@ func printStatus(out io.Writer, st *daemon.Status) {
 	line("Uptime", "%s (since %s)", time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second).String(),
 		st.Started.Local().Format("2006-01-02 15:04:05 MST"))
 	line("Version", "%s", st.Version)
-	for _, f := range st.Feeds {
-		line("Feed "+f.Name, "%s", feedLine(f))
+	for i, f := range st.Feeds {
+		key := ""
+		if i == 0 {
+			key = "Feeds"
+		}
+		line(key, "%s: %s", f.Name, feedLine(f))
 	}
 	if len(st.Unscanned) > 0 {
 		b.WriteString("\nOpens answered without a scan (on_timeout, on_overload), by user:\n")
