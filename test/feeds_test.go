@@ -581,3 +581,55 @@ func TestFeedStale(t *testing.T) {
 		t.Errorf("local feed file: %v", err)
 	}
 }
+
+// TestFeedCLI: what rules update and rollback say without a feed to work
+// on, and a local feed updated and rolled back without a daemon.
+func TestFeedCLI(t *testing.T) {
+	work := t.TempDir()
+	feedsDir := filepath.Join(work, "feeds.d")
+	local := filepath.Join(work, "mirror")
+	if err := os.MkdirAll(filepath.Join(local, "apt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(local, "apt", "one.yar"), "rule one { strings: $a = \"FANGUARD-CLI-ONE\" condition: $a }\n", 0o644)
+	base := fmt.Sprintf("[rules]\ndirs = [%q]\ncache_dir = \"\"\n[control]\nsocket = %q\n", feedsDir, filepath.Join(work, "none.sock"))
+	noFeeds := filepath.Join(work, "nofeeds.toml")
+	writeFile(t, noFeeds, base, 0o644)
+	withFeed := filepath.Join(work, "feed.toml")
+	writeFile(t, withFeed, base+fmt.Sprintf("[update]\ndir = %q\ncanary_files = 0\n[[feeds]]\nname = \"mirror\"\nurl = %q\n", feedsDir, local), 0o644)
+
+	steps := []struct {
+		name string
+		args []string
+		code int
+		want string
+		edit func()
+	}{
+		{"no feeds: nothing to do", []string{"rules", "update", "--config", noFeeds}, 0, "nothing to update", nil},
+		{"unknown feed", []string{"rules", "update", "--config", withFeed, "nope"}, 2, `no feed named "nope"`, nil},
+		{"rollback before any install", []string{"rules", "rollback", "--config", withFeed, "mirror"}, 1, "no previous version", nil},
+		{"first install", []string{"rules", "update", "--config", withFeed}, 0, "mirror: installed version", nil},
+		{"no daemon to reload", []string{"rules", "update", "--config", withFeed, "--force"}, 0, "no daemon is running", nil},
+		{"unchanged", []string{"rules", "update", "--config", withFeed}, 0, "mirror: unchanged", nil},
+		{"a new version", []string{"rules", "update", "--config", withFeed}, 0, "mirror: installed version", func() {
+			writeFile(t, filepath.Join(local, "apt", "two.yar"), "rule two { strings: $a = \"FANGUARD-CLI-TWO\" condition: $a }\n", 0o644)
+		}},
+		{"list names the feed", []string{"rules", "list", "--config", withFeed}, 0, "mirror/apt/two.yar", nil},
+		{"rollback", []string{"rules", "rollback", "--config", withFeed, "mirror"}, 0, "mirror: rolled back to version", nil},
+		{"list after rollback", []string{"rules", "list", "--config", withFeed}, 0, "mirror/apt/one.yar", nil},
+		{"rolled-back version not reinstalled", []string{"rules", "update", "--config", withFeed}, 0, "was rolled back from", nil},
+	}
+	for _, s := range steps {
+		if s.edit != nil {
+			s.edit()
+		}
+		out, code := fanguard(t, s.args...)
+		if code != s.code || !strings.Contains(out, s.want) {
+			t.Errorf("%s: fanguard %s: exit %d, want %d and %q:\n%s", s.name, strings.Join(s.args, " "), code, s.code, s.want, out)
+		}
+	}
+	out, _ := fanguard(t, "rules", "list", "--config", withFeed)
+	if strings.Contains(out, "mirror/apt/two.yar") {
+		t.Errorf("after the rollback two.yar still loads:\n%s", out)
+	}
+}

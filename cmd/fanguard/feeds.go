@@ -52,8 +52,10 @@ The daemon loads [update] dir between the shipped rules and yours: a file of
 yours in /etc/fanguard/rules.d at the same relative path ("FEED/dir/x.yar")
 replaces or masks the feed's file.
 
-Exit status: 0 every feed is current (installed or unchanged), 1 a feed
-failed or the reload failed, 2 a usage or configuration error.`,
+Exit status: 0 every feed is current (installed or unchanged), or there is
+no feed in the configuration; 1 a feed failed or the reload failed; 2 a
+usage or configuration error (such as a FEED the configuration does not
+name).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRulesUpdate(cmd.Context(), &flags, cmd.Flags().Changed("config"), args, force, noReload, cmd.OutOrStdout())
 		},
@@ -121,6 +123,11 @@ func runRulesUpdate(ctx context.Context, flags *configFlags, explicit bool, name
 	cfg, err := flags.load(explicit)
 	if err != nil {
 		return exitError{code: 2, err: err}
+	}
+	if len(cfg.Feeds) == 0 && len(names) == 0 {
+		// The timer runs on every machine with the package, feeds or not.
+		fmt.Fprintln(out, "no rule feeds in the configuration ([[feeds]]): nothing to update")
+		return nil
 	}
 	sel, err := selectFeeds(cfg, names)
 	if err != nil {
