@@ -154,10 +154,13 @@ func runRulesUpdate(ctx context.Context, flags *configFlags, explicit bool, name
 		case feeds.Installed:
 			installed++
 			v := r.State.Current
-			fmt.Fprintf(out, "%s: installed %s in %v (%s downloaded)\n", r.Feed, versionLine(v),
-				r.Took.Round(time.Millisecond), byteCount(r.Downloaded))
+			took := r.Took.Round(time.Millisecond).String()
+			if r.Downloaded > 0 {
+				took += ", " + bytesString(float64(r.Downloaded)) + " downloaded"
+			}
+			fmt.Fprintf(out, "%s: installed %s in %s\n", r.Feed, versionLine(v), took)
 			fmt.Fprintf(out, "%s: gate: %.1fs: compiled in %.1fs; %d trusted files (%s) scanned, %v per file; %s\n",
-				r.Feed, v.Gate.Seconds, v.Gate.CompileSecs, v.Gate.Sampled, byteCount(v.Gate.SampleBytes),
+				r.Feed, v.Gate.Seconds, v.Gate.CompileSecs, v.Gate.Sampled, bytesString(float64(v.Gate.SampleBytes)),
 				v.Gate.Cost().Round(time.Microsecond), plural(len(v.HeldBack), "rule")+" held back")
 			for _, h := range v.HeldBack {
 				fmt.Fprintf(out, "%s: held back %s\n", r.Feed, heldLine(h))
@@ -228,17 +231,6 @@ func heldLine(h feeds.HeldRule) string {
 		s += " (" + h.Match + ")"
 	}
 	return s
-}
-
-// byteCount formats n bytes in binary units.
-func byteCount(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // feedStatuses returns the function through which the daemon reports the
