@@ -221,8 +221,9 @@ func (s store) lock(wait time.Duration) (unlock func(), err error) {
 
 // Rollback puts the previous version of feed name back in force in the
 // feeds directory dir, and marks the version it leaves as rejected, so
-// that Update does not install it again unless forced. It returns the state
-// after the rollback; ErrNoPrevious when there is nothing to go back to.
+// that Update does not install it again unless forced; the version it puts
+// back is no longer rejected. It returns the state after the rollback;
+// ErrNoPrevious when there is nothing to go back to.
 func Rollback(dir, name, reason string) (State, error) {
 	s := store{dir}
 	unlock, err := s.lock(time.Minute)
@@ -247,6 +248,9 @@ func Rollback(dir, name, reason string) (State, error) {
 		st.Rejected = append(st.Rejected, st.Current.ID)
 	}
 	st.Current, st.Previous = st.Previous, st.Current
+	// The version put back in force is no longer rejected (a second
+	// rollback undoes the first).
+	st.Rejected = slices.DeleteFunc(st.Rejected, func(id string) bool { return id == st.Current.ID })
 	if reason != "" {
 		st.LastError = "rolled back: " + reason
 	}
