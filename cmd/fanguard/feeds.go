@@ -190,7 +190,7 @@ func runRulesRollback(ctx context.Context, flags *configFlags, explicit bool, na
 	if _, err := selectFeeds(cfg, []string{name}); err != nil {
 		return exitError{code: 2, err: err}
 	}
-	st, err := feeds.Rollback(cfg.Update.Dir, name, "by fanguard rules rollback")
+	st, err := feeds.Rollback(cfg.Update.Dir, name, "")
 	if err != nil {
 		return exitError{code: 1, err: err}
 	}
