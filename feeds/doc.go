@@ -11,6 +11,18 @@
 // local directory, into a new directory, keeping only the rule files the
 // feed's filters select, for the gate that checks them before they go live.
 //
+// Update runs a feed through all of it and then through the gate: the new
+// version must compile together with the rules in force; it is scanned
+// against a sample of this host's trusted files (SampleTrusted: files of
+// installed packages whose content matches dpkg's md5sums), and a rule that
+// matches one is held back (HoldBack rewrites its file without it and the
+// rules that use it); and the mean scan cost per trusted file must stay
+// under a bound. Only then is the feed's link in the feeds directory
+// (DIR/NAME -> .store/NAME/VERSION) swapped in one rename; the previous
+// version stays for Rollback, and each feed's State (versions, validators,
+// last check) is kept beside its versions. A lock keeps two updates from
+// running at once.
+//
 // An archive is untrusted input, and this package must never:
 //   - write outside the destination it was given: names that are absolute,
 //     hold a ".." element, a backslash or a NUL, or would escape once cleaned
@@ -24,5 +36,6 @@
 //     bytes downloaded) is enforced on the bytes actually read.
 //
 // On any error nothing is left behind: no temporary download, no partly
-// filled destination.
+// filled destination; and a version that fails anywhere leaves the
+// version in force, its link and the rules in force untouched.
 package feeds
