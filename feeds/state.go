@@ -225,8 +225,20 @@ func (s store) lock(wait time.Duration) (unlock func(), err error) {
 // back is no longer rejected. It returns the state after the rollback;
 // ErrNoPrevious when there is nothing to go back to.
 func Rollback(dir, name, reason string) (State, error) {
+	return rollback(dir, name, reason, time.Minute)
+}
+
+// FallBack is Rollback for the daemon at start or reload: it does not wait
+// for the lock (an update running holds it for as long as its download and
+// gate take), and fails at once when another update or rollback holds it;
+// that update reloads the daemon when it is done.
+func FallBack(dir, name, reason string) (State, error) {
+	return rollback(dir, name, reason, 0)
+}
+
+func rollback(dir, name, reason string, wait time.Duration) (State, error) {
 	s := store{dir}
-	unlock, err := s.lock(time.Minute)
+	unlock, err := s.lock(wait)
 	if err != nil {
 		return State{}, err
 	}

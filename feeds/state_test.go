@@ -442,3 +442,27 @@ func TestFeedOf(t *testing.T) {
 		}
 	}
 }
+
+// TestFallBackDoesNotWait: the daemon's fallback gives up at once while an
+// update holds the lock, and works once it is free.
+func TestFallBackDoesNotWait(t *testing.T) {
+	dir := t.TempDir()
+	installVersions(t, dir, "f", "A", "B")
+	unlock, err := store{dir}.lock(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = FallBack(dir, "f", "broken at start")
+	if err == nil || !strings.Contains(err.Error(), "another update or rollback holds") {
+		t.Errorf("FallBack under the lock: %v", err)
+	}
+	if waited := time.Since(start); waited > 50*time.Millisecond {
+		t.Errorf("FallBack waited %v for the lock", waited)
+	}
+	unlock()
+	st, err := FallBack(dir, "f", "broken at start")
+	if err != nil || st.Current == nil || st.Current.ID != "B" || st.LastError != "rolled back: broken at start" {
+		t.Errorf("FallBack: %+v, %v", st, err)
+	}
+}

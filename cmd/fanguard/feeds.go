@@ -350,7 +350,7 @@ func loadRulesFallback(cfg policy.Config, log *zap.Logger) (*scanner.Ruleset, er
 		if why == "" {
 			continue
 		}
-		st, rerr := feeds.Rollback(cfg.Update.Dir, name, why)
+		st, rerr := feeds.FallBack(cfg.Update.Dir, name, why)
 		if rerr != nil {
 			log.Error("rule feed broken, and no version to fall back on", zap.String("feed", name), zap.String("problem", why), zap.Error(rerr))
 			continue
