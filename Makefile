@@ -70,6 +70,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzUnpack$$' -fuzztime $(FUZZTIME) ./feeds/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMinisign$$' -fuzztime $(FUZZTIME) ./feeds/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMD5Sums$$' -fuzztime $(FUZZTIME) ./feeds/
+	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./internal/manpage/
 
 # install: the binary, the shipped rules, the systemd units (the daemon,
 # and fanguard-update.service + .timer for the rule feeds), an empty

@@ -34,6 +34,8 @@ func newManCommand() *cobra.Command {
 			}
 			root := cmd.Root()
 			root.DisableAutoGenTag = true
+			root.InitDefaultVersionFlag() // else added only when it runs
+			root.InitDefaultHelpFlag()
 			header := &doc.GenManHeader{Title: "FANGUARD", Section: "8", Date: &date, Source: "fanguard " + version,
 				Manual: "System Administration"}
 			if err := doc.GenManTree(root, header, dir); err != nil {
