@@ -4,7 +4,10 @@
 #   make run     build and run the daemon in the foreground with configs/ (whole machine protected)
 #   make test    go vet, staticcheck and every test with -race (root tests need root)
 #   make fuzz    run each fuzz target for FUZZTIME
-#   make install install the binary, the default config and rules, the systemd unit
+#   make man     build, then write the manual pages (fanguard(8), one per subcommand,
+#                fanguard.toml(5)) and the bash and zsh completions to build/
+#   make install install the binary, the default config and rules, the systemd unit,
+#                the manual pages and the completions
 #   make uninstall remove the binary, the unit and the shipped rules (keeps /etc, /var/lib)
 #   make bench   build, then test/bench/bench.sh: on-access cost vs no daemon and vs yara,
 #                writes BENCHMARKS.md; needs root; BENCHFLAGS="-n 2000 -k 5" to change it
@@ -20,19 +23,28 @@ BENCHFLAGS ?=
 
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test vet staticcheck fuzz install uninstall bench clean
+.PHONY: all deps build man run test vet staticcheck fuzz install uninstall bench clean
 
 all: build
 
 deps:
-	@if ! pkg-config --exists yara 2>/dev/null || ! command -v mount >/dev/null || ! command -v systemd-analyze >/dev/null; then \
-		echo "installing libyara-dev, pkg-config, mount and systemd (systemd-analyze)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libyara-dev pkg-config mount systemd; \
+	@if ! pkg-config --exists yara 2>/dev/null || ! command -v mount >/dev/null || ! command -v systemd-analyze >/dev/null || ! command -v man >/dev/null; then \
+		echo "installing libyara-dev, pkg-config, mount, systemd (systemd-analyze) and man-db (man, to check the pages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libyara-dev pkg-config mount systemd man-db groff-base; \
 	fi
 	$(GO) mod download
 
 build: deps
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/fanguard ./cmd/fanguard
+
+# man: the manual pages, from the commands and from configs/fanguard.toml's
+# comments, and the shell completions, from the commands.
+man: build
+	rm -rf build/man build/completion
+	./bin/fanguard man --config-file configs/fanguard.toml build/man
+	mkdir -p build/completion
+	./bin/fanguard completion bash > build/completion/fanguard
+	./bin/fanguard completion zsh > build/completion/_fanguard
 
 run: build
 	./bin/fanguard daemon --config configs/fanguard.toml --rules-dir configs/rules.d
@@ -58,6 +70,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzUnpack$$' -fuzztime $(FUZZTIME) ./feeds/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyMinisign$$' -fuzztime $(FUZZTIME) ./feeds/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMD5Sums$$' -fuzztime $(FUZZTIME) ./feeds/
+	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./internal/manpage/
 
 # install: the binary, the shipped rules, the systemd units (the daemon,
 # and fanguard-update.service + .timer for the rule feeds), an empty
@@ -65,8 +78,13 @@ fuzz: deps
 # unless one is there already. The unit runs /usr/sbin/fanguard: keep
 # PREFIX=/usr for a system install. Then: systemctl daemon-reload &&
 # systemctl enable --now fanguard fanguard-update.timer.
-install: build
+install: build man
 	install -D -m 0755 bin/fanguard $(DESTDIR)$(PREFIX)/sbin/fanguard
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 0644 build/man/*.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 0644 build/man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -D -m 0644 build/completion/fanguard $(DESTDIR)$(PREFIX)/share/bash-completion/completions/fanguard
+	install -D -m 0644 build/completion/_fanguard $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_fanguard
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/fanguard/rules.d $(DESTDIR)/etc/fanguard/rules.d
 	install -m 0644 configs/rules.d/*.yar $(DESTDIR)$(PREFIX)/lib/fanguard/rules.d/
 	install -D -m 0644 configs/fanguard.service $(DESTDIR)$(UNITDIR)/fanguard.service
@@ -83,6 +101,9 @@ uninstall:
 		systemctl disable --now fanguard.service fanguard-update.timer || true; \
 	fi
 	rm -f $(DESTDIR)$(PREFIX)/sbin/fanguard $(DESTDIR)$(UNITDIR)/fanguard.service
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/fanguard.8 $(DESTDIR)$(PREFIX)/share/man/man8/fanguard-*.8
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man5/fanguard.toml.5
+	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/fanguard $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_fanguard
 	rm -f $(DESTDIR)$(UNITDIR)/fanguard-update.service $(DESTDIR)$(UNITDIR)/fanguard-update.timer
 	rm -rf $(DESTDIR)$(PREFIX)/lib/fanguard
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then \
@@ -93,4 +114,4 @@ bench: build
 	./test/bench/bench.sh -b bin/fanguard $(BENCHFLAGS)
 
 clean:
-	rm -rf bin
+	rm -rf bin build

@@ -59,7 +59,7 @@ func fat(m string) pattern {
 }
 
 // maxFatArch is the largest architecture count of a fat Mach-O header
-// (filetype calls such content MACHO).
+// (filetype calls such content MACH-O).
 const maxFatArch = 19
 
 // classPatterns are the patterns of each class but Other, which is content

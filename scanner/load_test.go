@@ -112,7 +112,7 @@ func TestExternalVariables(t *testing.T) {
 rule ext_exe { condition: extension == ".exe" }
 rule name_exe { condition: filename == "Setup.EXE" }
 rule in_tmp { condition: filepath == "/tmp/dl" }
-rule is_pe { condition: filetype == "PE" }
+rule is_pe { condition: filetype == "EXE" }
 rule by_alice { condition: owner == "alice" }
 rule never { condition: filename == "" and filesize > 0 }
 `})

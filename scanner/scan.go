@@ -267,20 +267,26 @@ func matchedStrings(sc *yara.ScanContext, r *yara.Rule) (out []StringMatch, omit
 }
 
 // VarsFor returns the external variables for a file at path whose content
-// starts with head (16 bytes are enough), owned by the user named owner.
+// starts with head (16 bytes are enough: maxMagic), owned by the user named owner.
 //
 // Extension is the base name's last extension, lower-cased (ASCII letters
 // only, other bytes kept as they are), with the dot; leading dots do not
-// start an extension (".bashrc" has none). Filetype is one of:
+// start an extension (".bashrc" has none). Filetype names the format as
+// LOKI and THOR do, for the rules written for them (see fileMagics), among
+// others:
 //
-//	"ELF"     ELF executable or object (\x7fELF)
-//	"PE"      DOS/Windows executable (MZ)
-//	"MACHO"   Mach-O, thin or fat (universal) binary
-//	"PDF"     PDF document (%PDF-)
-//	"ZIP"     ZIP archive (PK\x03\x04, PK\x05\x06, PK\x07\x08): also jar, docx, apk
-//	"GZIP"    gzip stream (\x1f\x8b)
-//	"SCRIPT"  interpreter script (#!)
-//	""        anything else
+//	"EXE"          DOS/Windows executable (MZ)
+//	"ELF"          ELF executable or object (\x7fE)
+//	"MACH-O"       Mach-O, thin or fat (universal) binary
+//	"PDF"          PDF document (%PDF)
+//	"ZIP"          ZIP archive (PK\x03\x04); "Office" and "JAR" when the
+//	               first entry's header says so, "PKZIP" when empty
+//	"GZIP"         gzip stream (\x1f\x8b\x08)
+//	"UNIX SCRIPT"  script with an absolute interpreter (#!/); "Script" (#!)
+//	"PHP", "JSP", "XML", "HTML", "RTF", "OLE", "BATCH", "JPEG", "RAR", ...
+//	""             anything else
+//
+// The README lists every value.
 func VarsFor(path string, head []byte, owner string) Vars {
 	var v Vars
 	if path != "" {
@@ -310,31 +316,4 @@ func extension(base string) string {
 		}
 	}
 	return string(b)
-}
-
-// filetype names the format of content starting with head (see VarsFor).
-func filetype(head []byte) string {
-	has := func(prefix string) bool { return len(head) >= len(prefix) && string(head[:len(prefix)]) == prefix }
-	switch ClassOf(head) {
-	case ClassELF:
-		return "ELF"
-	case ClassPE:
-		return "PE"
-	case ClassMachO:
-		// Fat headers share their magic with Java class files; there
-		// the next word is a class file version (45 and up), not a
-		// small architecture count (see classPatterns).
-		return "MACHO"
-	}
-	switch {
-	case has("%PDF-"):
-		return "PDF"
-	case has("PK\x03\x04"), has("PK\x05\x06"), has("PK\x07\x08"):
-		return "ZIP"
-	case has("\x1f\x8b"):
-		return "GZIP"
-	case has("#!"):
-		return "SCRIPT"
-	}
-	return ""
 }

@@ -75,7 +75,7 @@ func TestScanCommand(t *testing.T) {
 			[]string{filepath.Join(infected, "deep", "er", "eicar.com") + ": EICAR_Test_File (", `"` + infected + `/new\nline.com": EICAR_Test_File`},
 			[]string{"scanned 3 files, 2 detections"}},
 		{"missing path", []string{"scan", rules, filepath.Join(dir, "nope")}, 2, nil, []string{"nope", "no such file"}},
-		{"detection wins over error", []string{"scan", rules, infected, filepath.Join(dir, "nope")}, 1, nil, []string{"2 detections", "1 errors"}},
+		{"detection wins over error", []string{"scan", rules, infected, filepath.Join(dir, "nope")}, 1, nil, []string{"2 detections", "1 error"}},
 		{"missing config named", []string{"scan", cfg, clean}, 2, nil, []string{"none.toml"}},
 		{"no rules", []string{"scan", "--rules-dir=" + dir, clean}, 2, nil, []string{"no rules"}},
 		{"no path", []string{"scan", rules}, 2, nil, []string{"requires at least 1 arg"}},

@@ -77,7 +77,7 @@ func TestProgressPiped(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit %d, want 1\nstdout: %s\nstderr: %q", code, out, errOut)
 	}
-	if want := "fanguard: scanned 51 files, 1 detections, 0 skipped, 0 errors\n"; errOut != want {
+	if want := "fanguard: scanned 51 files, 1 detection, 0 skipped, 0 errors\n"; errOut != want {
 		t.Errorf("stderr %q, want only %q", errOut, want)
 	}
 	if strings.ContainsAny(out+errOut, "\r\x1b") {
@@ -109,7 +109,7 @@ func TestProgressOnTerminal(t *testing.T) {
 			}
 		}
 	}
-	want := "fanguard: scanned 301 files, 1 detections, 0 skipped, 0 errors"
+	want := "fanguard: scanned 301 files, 1 detection, 0 skipped, 0 errors"
 	if l, ok := summaryLine(out); !ok || l != want {
 		t.Errorf("summary line %q (found %v), want %q; output: %q", l, ok, want, out)
 	}
@@ -128,7 +128,7 @@ func TestProgressDisabledOnTerminal(t *testing.T) {
 			t.Errorf("output holds %q with --no-progress: %q", bad, out)
 		}
 	}
-	want := "fanguard: scanned 301 files, 1 detections, 0 skipped, 0 errors\r\n"
+	want := "fanguard: scanned 301 files, 1 detection, 0 skipped, 0 errors\r\n"
 	if !strings.Contains(out, want) || strings.Count(out, "\n") != 2 {
 		t.Errorf("output %q, want the detection and %q only", out, want)
 	}

@@ -301,8 +301,8 @@ func TestStatusAndMetrics(t *testing.T) {
 		os.Chmod(d.Control, 0o666) // the daemon's peer check is what refuses
 		defer os.Chmod(d.Control, 0o600)
 		out, err := exec.Command(nobody[0], append(nobody[1:], binary, "status", "--socket", d.Control)...).CombinedOutput()
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "root only") {
-			t.Errorf("fanguard status as nobody: %v, %s; want exit 1 and a refusal", err, out)
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 4 || !strings.Contains(string(out), "root only") {
+			t.Errorf("fanguard status as nobody: %v, %s; want exit 4 and a refusal", err, out)
 		}
 		for _, path := range []string{"/metrics", "/status"} {
 			if code := getAsNobody(t, d, path); code != "403" {

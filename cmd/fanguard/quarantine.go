@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net/http"
 	"os"
@@ -48,8 +49,15 @@ type qenv struct {
 	socket   string // the daemon's control socket, to tell it the allow list changed
 }
 
-// open reads the configuration and opens the database.
-func (f *quarantineFlags) open(cmd *cobra.Command) (*qenv, error) {
+// open reads the configuration and opens the database, which must exist:
+// reading or changing records never creates it.
+func (f *quarantineFlags) open(cmd *cobra.Command) (*qenv, error) { return f.openDB(cmd, false) }
+
+// openCreating is open for a command that may be the database's first
+// writer (allow add).
+func (f *quarantineFlags) openCreating(cmd *cobra.Command) (*qenv, error) { return f.openDB(cmd, true) }
+
+func (f *quarantineFlags) openDB(cmd *cobra.Command, create bool) (*qenv, error) {
 	cf := configFlags{path: f.config}
 	cfg, err := cf.load(cmd.Flags().Changed("config"))
 	if err != nil {
@@ -63,6 +71,11 @@ func (f *quarantineFlags) open(cmd *cobra.Command) (*qenv, error) {
 	}
 	if f.vault != "" {
 		e.vaultDir = f.vault
+	}
+	if !create {
+		if _, err := os.Lstat(db); errors.Is(err, fs.ErrNotExist) {
+			return nil, exitError{code: 1, err: fmt.Errorf("no quarantine database at %s: no detection recorded yet, or [quarantine] db points elsewhere (see --config, --db)", db)}
+		}
 	}
 	if e.store, err = quarantine.Open(db); err != nil {
 		return nil, exitError{code: 1, err: err}
@@ -535,7 +548,7 @@ acts on a detection. Root only.`,
 			if err != nil {
 				return err
 			}
-			e, err := flags.open(cmd)
+			e, err := flags.openCreating(cmd)
 			if err != nil {
 				return err
 			}

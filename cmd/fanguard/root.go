@@ -24,10 +24,15 @@ file with YARA rules, and answers allow or deny within a time budget.
 Configuration: ` + defaultConfigPath + ` (see --config); rules: *.yar files in
 /usr/lib/fanguard/rules.d and /etc/fanguard/rules.d (a file in /etc replaces
 the shipped one of the same name; an empty file or a symlink to /dev/null
-masks it).`,
+masks it).
+
+See fanguard(8) and fanguard.toml(5).`,
+		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("fanguard {{.Version}}\n")
+	root.AddCommand(newManCommand())
 	root.AddCommand(newDaemonCommand(), newScanCommand(), newReloadCommand(), newStatusCommand(), newRulesCommand(), newVersionCommand(), newQuarantineCommand(), newAllowCommand())
 	return root
 }

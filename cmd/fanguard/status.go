@@ -32,7 +32,8 @@ as it is.
 
 Exit 0: the daemon runs and is healthy; 1: it runs but is not healthy (the
 first line says why), or the status could not be read; 3: no daemon is
-running (nothing listens on the socket).`,
+running (nothing listens on the socket); 4: permission denied (the socket is
+for root only), as LSB's "insufficient privilege".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			socket, err := controlSocket(cmd, &flags, socket)
@@ -60,8 +61,8 @@ func runStatus(ctx context.Context, socket string, asJSON bool, out io.Writer) e
 		fmt.Fprintf(out, "○ fanguard: not running (no daemon listens on %s)\n", socket)
 		return exitError{code: 3}
 	}
-	if errors.Is(err, syscall.EACCES) {
-		return exitError{code: 1, err: fmt.Errorf("%s: permission denied: the control socket is for root only", socket)}
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return errNotRoot(socket)
 	}
 	if err != nil {
 		return exitError{code: 1, err: fmt.Errorf("reading the status: %w", err)}
@@ -70,6 +71,9 @@ func runStatus(ctx context.Context, socket string, asJSON bool, out io.Writer) e
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return exitError{code: 1, err: fmt.Errorf("reading the status: %w", err)}
+	}
+	if resp.StatusCode == http.StatusForbidden {
+		return errNotRoot(socket)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
@@ -94,6 +98,15 @@ func runStatus(ctx context.Context, socket string, asJSON bool, out io.Writer) e
 		return exitError{code: 1}
 	}
 	return nil
+}
+
+// exitNoPrivilege is the exit status of status without the privilege to
+// ask (LSB's "user had insufficient privilege").
+const exitNoPrivilege = 4
+
+// errNotRoot is the error of a status refused for want of privilege.
+func errNotRoot(socket string) error {
+	return exitError{code: exitNoPrivilege, err: fmt.Errorf("status: permission denied on %s: the control socket is for root only (try sudo fanguard status)", socket)}
 }
 
 // printStatus writes the summary in the shape of `systemctl status`.
