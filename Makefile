@@ -1,8 +1,8 @@
 # fanguard — make targets a newcomer can guess.
-#   make deps    install what is missing (libyara-dev, pkg-config, systemd-analyze via apt-get; Go modules)
+#   make deps    install what is missing (libyara-dev, pkg-config, systemd-analyze, promtool via apt-get; Go modules)
 #   make build   build bin/fanguard
 #   make run     build and run the daemon in the foreground with configs/ (whole machine protected)
-#   make test    go vet, staticcheck and every test with -race (root tests need root)
+#   make test    go vet, staticcheck, promtool check rules and every test with -race (root tests need root)
 #   make fuzz    run each fuzz target for FUZZTIME
 #   make man     build, then write the manual pages (fanguard(8), one per subcommand,
 #                fanguard.toml(5)) and the bash and zsh completions to build/
@@ -23,7 +23,7 @@ BENCHFLAGS ?=
 
 export CGO_ENABLED := 1
 
-.PHONY: all deps build man run test vet staticcheck fuzz install uninstall bench clean
+.PHONY: all deps build man run test vet staticcheck promrules fuzz install uninstall bench clean
 
 all: build
 
@@ -31,6 +31,21 @@ deps:
 	@if ! pkg-config --exists yara 2>/dev/null || ! command -v mount >/dev/null || ! command -v systemd-analyze >/dev/null || ! command -v man >/dev/null; then \
 		echo "installing libyara-dev, pkg-config, mount, systemd (systemd-analyze) and man-db (man, to check the pages)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libyara-dev pkg-config mount systemd man-db groff-base; \
+	fi
+	@# promtool and prometheus, for the tests of configs/prometheus/ and of the
+	@# metrics listener (a real scrape): Debian's prometheus package (~100 MB,
+	@# without its recommends). Its postinst starts the service through
+	@# invoke-rc.d, and fails when that fails (no systemd as PID 1, in a
+	@# container): a policy-rc.d that refuses every start (exit 101) is put in
+	@# place for the install when there is none. The tests run prometheus
+	@# themselves; on a systemd machine the package still enables
+	@# prometheus.service for the next boot (systemctl disable prometheus).
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+		echo "installing prometheus (promtool), without starting its service"; \
+		policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			policy=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+		rc=$$?; [ -z "$$policy" ] || rm -f $$policy; exit $$rc; \
 	fi
 	$(GO) mod download
 
@@ -55,7 +70,12 @@ vet: deps
 staticcheck: deps
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-test: vet staticcheck
+# promrules: the shipped alert rules (the test package checks them too,
+# and lints a real scrape with promtool check metrics).
+promrules: deps
+	promtool check rules configs/prometheus/*.rules.yml
+
+test: vet staticcheck promrules
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 fuzz: deps

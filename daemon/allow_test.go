@@ -191,7 +191,7 @@ func TestAllowListSwapDuringScan(t *testing.T) {
 			j.start(fan.Event{Fd: tt.fd, Pid: 1, Pidfd: fan.NoPidfd}, 0, info, time.Now())
 			j.started.Store(true)
 			o := outcome{complete: true, allow: old, allowSeen: true, matches: []scanner.Match{{Rule: "r"}}}
-			j.answer(policy.Deny)
+			j.answer(policy.Deny, outcomeDetected)
 			if tt.swapped {
 				d.allow.Store(&allowList{})
 			}

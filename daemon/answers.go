@@ -41,6 +41,7 @@ type pendingAnswer struct {
 	ev   fan.Event
 	v    policy.Verdict
 	read time.Time
+	oc   eventOutcome
 }
 
 // answerQueue is the reader's answers not written yet, one FIFO per uid,
@@ -110,9 +111,10 @@ func (q *answerQueue) pop() (pendingAnswer, bool) {
 	return a, true
 }
 
-// reply queues a fast-path verdict for the reader to write in uid's turn.
-func (d *Daemon) reply(uid uint32, ev fan.Event, v policy.Verdict, read time.Time) {
-	d.answers.push(uid, pendingAnswer{ev: ev, v: v, read: read})
+// reply queues a fast-path verdict, decided by oc, for the reader to
+// write in uid's turn.
+func (d *Daemon) reply(uid uint32, ev fan.Event, v policy.Verdict, read time.Time, oc eventOutcome) {
+	d.answers.push(uid, pendingAnswer{ev: ev, v: v, read: read, oc: oc})
 }
 
 // writeAnswers writes up to max of the answers waiting, in turns.
@@ -122,7 +124,7 @@ func (d *Daemon) writeAnswers(max int) {
 		if !ok {
 			return
 		}
-		d.answerEvent(a.ev, a.v, a.read)
+		d.answerEvent(a.ev, a.v, a.read, a.oc)
 	}
 }
 
@@ -166,9 +168,9 @@ func (d *Daemon) holdOverloaded(uid uint32, ev fan.Event, now time.Time) {
 	hold := d.overloadHold()
 	at := now.Add(hold/2 + rand.N(hold/2+1))
 	select {
-	case d.held <- heldAnswer{pendingAnswer{ev: ev, v: d.cfg.OnOverload, read: now}, at}:
+	case d.held <- heldAnswer{pendingAnswer{ev: ev, v: d.cfg.OnOverload, read: now, oc: outcomeOverloaded}, at}:
 	default:
-		d.reply(uid, ev, d.cfg.OnOverload, now)
+		d.reply(uid, ev, d.cfg.OnOverload, now, outcomeOverloaded)
 	}
 }
 
@@ -202,7 +204,7 @@ func (d *Daemon) writeHeld() {
 			wait := time.Until(h[0].at)
 			if wait <= 0 || stopped {
 				a := heap.Pop(&h).(heldAnswer)
-				d.answerEvent(a.ev, a.v, a.read)
+				d.answerEvent(a.ev, a.v, a.read, a.oc)
 				continue
 			}
 			t.Reset(wait)

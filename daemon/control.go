@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -26,7 +27,8 @@ import (
 //	               is, with {"entries": n}, or with the error
 //	GET  /status   health, rules, rates, latency, cache, counters and the
 //	               last detections, as JSON (a Status)
-//	GET  /metrics  the same measures in the Prometheus text format
+//	GET  /metrics  the same measures in the Prometheus text format (also
+//	               on the metrics listener, metricsserver.go)
 
 type peerKey struct{}
 
@@ -78,7 +80,7 @@ func peerUID(c net.Conn) (uint32, error) {
 }
 
 // serveControl serves the control socket until ctx is done.
-func (d *Daemon) serveControl(ctx context.Context, ln net.Listener) {
+func (d *Daemon) serveControl(ctx context.Context, ln net.Listener, reg prometheus.Gatherer) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		res, err := d.Reload()
@@ -99,7 +101,7 @@ func (d *Daemon) serveControl(ctx context.Context, ln net.Listener) {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.status())
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.newRegistry(), promhttp.HandlerOpts{
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: zap.NewStdLog(d.log), ErrorHandling: promhttp.ContinueOnError}))
 	sampled := make(chan struct{})
 	go func() {

@@ -586,6 +586,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		stopBG()
 		background.Wait()
 	}()
+	reg := d.newRegistry() // GET /metrics, on the control socket and the metrics listener
 	if d.cfg.Control.Socket != "" {
 		ln, err := listenControl(d.cfg.Control.Socket)
 		if err != nil {
@@ -594,7 +595,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer os.Remove(d.cfg.Control.Socket)
-		background.Go(func() { d.serveControl(bg, ln) })
+		background.Go(func() { d.serveControl(bg, ln, reg) })
+	}
+	if d.cfg.Metrics.Listen != "" {
+		ln, err := listenMetrics(d.cfg.Metrics.Listen)
+		if err != nil {
+			marker.Close()
+			d.shutdown(readerErr, heldDone, &workers)
+			return err
+		}
+		d.log.Info("serving metrics", zap.String("address", "http://"+ln.Addr().String()+"/metrics"))
+		background.Go(func() { d.serveMetrics(bg, ln, reg) })
 	}
 	if len(d.ruleDirs) > 0 {
 		// Watching before READY=1: a rule dropped in right after is seen.
@@ -853,7 +864,7 @@ func (d *Daemon) handleBatch(buf []byte, now time.Time, scratch []byte) error {
 func (d *Daemon) malformed(ev fan.Event, now time.Time, err error) {
 	if ev.Fd >= 0 {
 		d.stats.Errors.Add(1)
-		d.answerEvent(ev, d.cfg.OnError, now)
+		d.answerEvent(ev, d.cfg.OnError, now, noOutcome)
 	} else {
 		d.closePidfd(ev.Pidfd)
 	}
@@ -894,7 +905,7 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 	d.stats.Events.Add(1)
 	if ev.Pid == d.pid {
 		d.stats.OwnPid.Add(1)
-		d.answerEvent(ev, policy.Allow, now)
+		d.answerEvent(ev, policy.Allow, now, outcomeOwn)
 		return
 	}
 	if ev.Pid != 0 && ev.PidfdGone() {
@@ -902,7 +913,7 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		// the answer. (Pid 0 is an opener outside our pid namespace: the
 		// kernel has no pidfd for it, and it may well wait.)
 		d.stats.OpenerGone.Add(1)
-		d.answerEvent(ev, policy.Allow, now)
+		d.answerEvent(ev, policy.Allow, now, outcomeGone)
 		return
 	}
 	uid := unknownUID
@@ -915,11 +926,11 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 	switch {
 	case err != nil:
 		d.stats.Errors.Add(1)
-		d.reply(uid, ev, d.cfg.OnError, now)
+		d.reply(uid, ev, d.cfg.OnError, now, outcomeError)
 		return
 	case !fi.IsRegular():
 		d.stats.NotRegular.Add(1)
-		d.reply(uid, ev, policy.Allow, now)
+		d.reply(uid, ev, policy.Allow, now, outcomeNotRegular)
 		return
 	}
 	// A known detection is denied before any exclusion applies: an
@@ -938,24 +949,24 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		// verdict on no content is known. Nothing is cached: the next
 		// open after a write has another stamp anyway.
 		d.stats.EmptyClean.Add(1)
-		d.reply(uid, ev, policy.Allow, now)
+		d.reply(uid, ev, policy.Allow, now, outcomeEmpty)
 		return
 	}
 	if d.excluded(ev, fi, uid, scratch) {
 		d.stats.Excluded.Add(1)
-		d.reply(uid, ev, policy.Allow, now)
+		d.reply(uid, ev, policy.Allow, now, outcomeExcluded)
 		return
 	}
 	if fi.Stamp.Size > d.cfg.MaxFileSize {
 		d.stats.Oversize.Add(1)
-		d.reply(uid, ev, d.cfg.OnOversize, now)
+		d.reply(uid, ev, d.cfg.OnOversize, now, outcomeOversize)
 		return
 	}
 	if d.inflight.Load() >= int64(d.cfg.MaxPending) {
 		d.stats.CacheMisses.Add(1)
 		d.stats.Overloaded.Add(1)
 		d.unscanned.add(uid, unscannedOverload)
-		d.reply(uid, ev, d.cfg.OnOverload, now)
+		d.reply(uid, ev, d.cfg.OnOverload, now, outcomeOverloaded)
 		return
 	}
 	if !d.sched.admit(uid, now) {
@@ -1035,7 +1046,7 @@ func (d *Daemon) dropLate(j *job) {
 	followers := j.followers
 	d.scansMu.Unlock()
 	for _, f := range followers {
-		if f.answer(d.cfg.OnOverload) {
+		if f.answer(d.cfg.OnOverload, outcomeOverloaded) {
 			d.stats.Overloaded.Add(1)
 			d.unscanned.add(f.uid, unscannedOverload)
 		}
@@ -1062,7 +1073,7 @@ func (d *Daemon) kernelDenied(err error) {
 
 // answerCached answers an event from the daemon's cache.
 func (d *Daemon) answerCached(uid uint32, ev fan.Event, v policy.Verdict, det *detection, now time.Time) {
-	d.reply(uid, ev, v, now)
+	d.reply(uid, ev, v, now, outcomeCached)
 	if det != nil {
 		d.cachedDetection(ev, v, det)
 	}
@@ -1080,12 +1091,13 @@ func (d *Daemon) cachedDetection(ev fan.Event, v policy.Verdict, det *detection)
 	}
 }
 
-// answerEvent answers an event on the fast path and closes its fd and
-// pidfd.
-func (d *Daemon) answerEvent(ev fan.Event, v policy.Verdict, read time.Time) {
+// answerEvent answers an event on the fast path, decided by oc, and
+// closes its fd and pidfd.
+func (d *Daemon) answerEvent(ev fan.Event, v policy.Verdict, read time.Time, oc eventOutcome) {
 	if err := d.kern.Respond(ev.Fd, v == policy.Allow); err != nil {
 		d.stats.AnswerErrors.Add(1)
 	}
+	d.stats.answered(oc, v == policy.Allow)
 	d.stats.Decision.Record(time.Since(read))
 	d.kern.CloseFd(ev.Fd)
 	d.closePidfd(ev.Pidfd)

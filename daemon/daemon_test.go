@@ -43,45 +43,47 @@ func TestHandleFastPath(t *testing.T) {
 		wantWaits   uint64
 		wantDenied  uint64 // by the kernel
 		wantOver    map[uint32]uint64
+		// wantOutcomes: the events answered on the fast path, by outcome.
+		wantOutcomes map[string]uint64
 	}{
 		{name: "own pid allowed at once", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: own, Pidfd: fan.NoPidfd}},
-			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"own": 1}},
 		{name: "other pid queued", events: []fan.Event{open(3)},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
 		{name: "opener gone: allowed at once", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 1, Pidfd: -int32(unix.ESRCH)}},
-			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"opener_gone": 1}},
 		{name: "no pidfd (out of fds): queued, uid unknown", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 1, Pidfd: -int32(unix.EMFILE)}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
 		{name: "kernel could not open the file: nothing to answer", events: []fan.Event{{Mask: unix.FAN_OPEN_PERM, Fd: -int32(unix.EMFILE), Pid: 1, Pidfd: 103}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantDenied: 1},
 		{name: "overload answered with on_overload", events: []fan.Event{open(3)},
-			maxPending: 2, inflight: 2, wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1},
+			maxPending: 2, inflight: 2, wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"overloaded": 1},
 			wantOver: map[uint32]uint64{1000: 1}},
 		{name: "one user's opens beyond max_pending_per_uid get on_overload, another's do not",
 			events: []fan.Event{open(3), open(4), open(5), open(6)},
 			uids:   map[int32]uint32{106: 0},
 			perUID: 2, wantAnswer: map[int32]bool{5: false}, wantClosed: map[int32]int{5: 1}, wantQueued: 3,
-			wantOver: map[uint32]uint64{1000: 1}},
+			wantOver: map[uint32]uint64{1000: 1}, wantOutcomes: map[string]uint64{"overloaded": 1}},
 		{name: "excluded uid allowed at once", events: []fan.Event{open(3)}, excludeUIDs: []uint32{1000},
-			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"excluded": 1}},
 		{name: "excluded uid: a known detection is denied all the same", events: []fan.Event{open(3)}, excludeUIDs: []uint32{1000},
 			files:      map[int32]fan.FileInfo{3: file(9, 10, unix.S_IFREG|0o644)},
 			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 5, Size: 10}, gen: 1, verdict: policy.Deny, det: &detection{rule: "r"}}},
-			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"cached": 1}},
 		{name: "notification event closed, not answered", events: []fan.Event{{Mask: unix.FAN_CLOSE_WRITE, Fd: 3, Pid: 1, Pidfd: fan.NoPidfd}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{3: 1}},
 		{name: "overflow counted, nothing to answer", events: []fan.Event{{Mask: unix.FAN_Q_OVERFLOW, Fd: fan.NoFd, Pidfd: fan.NoPidfd}},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}},
 		{name: "not a regular file allowed", events: []fan.Event{open(3)},
 			files:      map[int32]fan.FileInfo{3: file(3, 0, unix.S_IFIFO|0o644)},
-			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"not_regular": 1}},
 		{name: "oversize answered with on_oversize", events: []fan.Event{open(3)},
 			files:      map[int32]fan.FileInfo{3: file(3, 1<<40, unix.S_IFREG|0o644)},
-			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"oversize": 1}},
 		{name: "cached denial", events: []fan.Event{open(3)},
 			files:      map[int32]fan.FileInfo{3: file(9, 10, unix.S_IFREG|0o644)},
 			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 5, Size: 10}, gen: 1, verdict: policy.Deny, det: &detection{rule: "r"}}},
-			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"cached": 1}},
 		{name: "stale cache entry: another stamp", events: []fan.Event{open(3)},
 			files:      map[int32]fan.FileInfo{3: file(9, 10, unix.S_IFREG|0o644)},
 			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 4, Size: 10}, gen: 1, verdict: policy.Deny}},
@@ -92,7 +94,7 @@ func TestHandleFastPath(t *testing.T) {
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
 		{name: "empty file, rules that match no empty content: allowed at once", events: []fan.Event{open(3)},
 			files: map[int32]fan.FileInfo{3: file(9, 0, unix.S_IFREG|0o644)}, emptyClean: true,
-			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: true}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"empty": 1}},
 		{name: "empty file, rules that may match empty content: scanned", events: []fan.Event{open(3)},
 			files:      map[int32]fan.FileInfo{3: file(9, 0, unix.S_IFREG|0o644)},
 			wantAnswer: map[int32]bool{}, wantClosed: map[int32]int{}, wantQueued: 1},
@@ -102,7 +104,7 @@ func TestHandleFastPath(t *testing.T) {
 		{name: "empty file with a cached denial: denied", events: []fan.Event{open(3)},
 			files: map[int32]fan.FileInfo{3: file(9, 0, unix.S_IFREG|0o644)}, emptyClean: true,
 			cached:     []cacheEntry{{id: fan.FileID{Dev: 1, Ino: 9}, stamp: fan.Stamp{CtimeNs: 5}, gen: 1, verdict: policy.Deny, det: &detection{rule: "r"}}},
-			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}},
+			wantAnswer: map[int32]bool{3: false}, wantClosed: map[int32]int{3: 1}, wantOutcomes: map[string]uint64{"cached": 1}},
 		{name: "same file and stamp: one scan, the others wait", events: []fan.Event{open(3), open(4), open(5)},
 			files: map[int32]fan.FileInfo{
 				3: file(9, 10, unix.S_IFREG|0o644), 4: file(9, 10, unix.S_IFREG|0o644), 5: file(9, 10, unix.S_IFREG|0o644)},
@@ -149,6 +151,12 @@ func TestHandleFastPath(t *testing.T) {
 				d.handle(ev, time.Now(), scratch[:])
 			}
 			d.writeAnswers(d.answers.n)
+			if tt.wantOutcomes == nil {
+				tt.wantOutcomes = map[string]uint64{}
+			}
+			if diff := cmp.Diff(tt.wantOutcomes, outcomeCounts(&d.stats)); diff != "" {
+				t.Errorf("outcomes (-want +got):\n%s", diff)
+			}
 			if diff := cmp.Diff(tt.wantAnswer, k.allowed); diff != "" {
 				t.Errorf("answers (-want +got):\n%s", diff)
 			}
@@ -182,13 +190,30 @@ func TestHandleFastPath(t *testing.T) {
 				}
 				followers := append([]*job(nil), j.followers...)
 				for _, f := range followers {
-					f.finish(policy.Deny)
+					f.finish(policy.Deny, outcomeDetected)
 				}
-				j.finish(policy.Deny)
+				j.finish(policy.Deny, outcomeDetected)
 				delete(d.scans, j.info.ID)
 			}
 			if d.inflight.Load() != tt.inflight {
 				t.Errorf("inflight %d after the scans, want %d", d.inflight.Load(), tt.inflight)
+			}
+			// Every permission event read has one outcome, every denial is counted.
+			var sum uint64
+			for _, n := range outcomeCounts(&d.stats) {
+				sum += n
+			}
+			if events := d.stats.Events.Load(); sum != events {
+				t.Errorf("outcomes add up to %d, events %d", sum, events)
+			}
+			var denied uint64
+			for _, allowed := range k.allowed {
+				if !allowed {
+					denied++
+				}
+			}
+			if got := d.stats.Denials.Load(); got != denied {
+				t.Errorf("denials %d, want %d", got, denied)
 			}
 			// Every pidfd the events brought is closed, once.
 			for _, ev := range tt.events {
@@ -300,4 +325,15 @@ func TestParsePasswd(t *testing.T) {
 	if diff := cmp.Diff(want, parsePasswd([]byte(in))); diff != "" {
 		t.Errorf("parsePasswd (-want +got):\n%s", diff)
 	}
+}
+
+// outcomeCounts returns the events counted by outcome, those not zero.
+func outcomeCounts(s *Stats) map[string]uint64 {
+	m := map[string]uint64{}
+	for o := range numOutcomes {
+		if n := s.Outcomes[o].Load(); n > 0 {
+			m[o.String()] = n
+		}
+	}
+	return m
 }

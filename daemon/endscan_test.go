@@ -107,7 +107,7 @@ func TestFollowersAnsweredFirst(t *testing.T) {
 		fk.mu.Unlock()
 	}
 	w := &worker{d: d}
-	_, marked := j.answerMarked(policy.Allow, true)
+	_, marked := j.answerMarked(policy.Allow, outcomeClean, true)
 	w.endScan(j, d.rules.Load(), policy.Allow, &outcome{complete: true}, true, marked)
 	j.done()
 

@@ -77,10 +77,10 @@ func (j *job) startClose(it *closeItem, fi fan.FileInfo) {
 	j.refs.Store(1)
 }
 
-// answer sends v unless the event was answered already, and reports
-// whether it did.
-func (j *job) answer(v policy.Verdict) bool {
-	ok, _ := j.answerMarked(v, false)
+// answer sends v, decided by oc, unless the event was answered already,
+// and reports whether it did.
+func (j *job) answer(v policy.Verdict, oc eventOutcome) bool {
+	ok, _ := j.answerMarked(v, oc, false)
 	return ok
 }
 
@@ -90,7 +90,7 @@ func (j *job) answer(v policy.Verdict) bool {
 // would then accept for content never scanned (its change came first, so
 // it does not clear the mark). When the deadline answered first, no mark
 // is added. It reports whether it answered and whether the mark was added.
-func (j *job) answerMarked(v policy.Verdict, mark bool) (answered, marked bool) {
+func (j *job) answerMarked(v policy.Verdict, oc eventOutcome, mark bool) (answered, marked bool) {
 	if !j.answered.CompareAndSwap(false, true) {
 		return false, false
 	}
@@ -100,13 +100,14 @@ func (j *job) answerMarked(v policy.Verdict, mark bool) (answered, marked bool) 
 	if err := j.d.kern.Respond(j.fd, v == policy.Allow); err != nil {
 		j.d.stats.AnswerErrors.Add(1)
 	}
+	j.d.stats.answered(oc, v == policy.Allow)
 	j.d.stats.Decision.Record(time.Since(j.read))
 	return true, marked
 }
 
 // expire runs on the timer's goroutine when the budget is spent.
 func (j *job) expire() {
-	if j.answer(j.d.cfg.OnTimeout) {
+	if j.answer(j.d.cfg.OnTimeout, outcomeTimedOut) {
 		j.d.stats.TimedOut.Add(1)
 		j.d.unscanned.add(j.uid, unscannedTimeout)
 	}
@@ -130,10 +131,10 @@ func (j *job) done() {
 	j.release()
 }
 
-// finish answers v (if the timer has not) and calls done. It reports
-// whether v was the answer.
-func (j *job) finish(v policy.Verdict) bool {
-	ok := j.answer(v)
+// finish answers v, decided by oc (if the timer has not), and calls done.
+// It reports whether v was the answer.
+func (j *job) finish(v policy.Verdict, oc eventOutcome) bool {
+	ok := j.answer(v, oc)
 	j.done()
 	return ok
 }

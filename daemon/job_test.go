@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -141,7 +142,7 @@ func TestJobAnswerOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(time.Duration(rand.Int64N(int64(2 * budget))))
-			if !j.finish(policy.Deny) {
+			if !j.finish(policy.Deny, outcomeDetected) {
 				mu.Lock()
 				lateCount++
 				mu.Unlock()
@@ -169,6 +170,19 @@ func TestJobAnswerOnce(t *testing.T) {
 	}
 	if timedOut := int(d.stats.TimedOut.Load()); timedOut != lateCount || denied != n-lateCount {
 		t.Errorf("timed out %d, late finishes %d, denied %d of %d", timedOut, lateCount, denied, n)
+	}
+	// Each event has one outcome, whoever answered it.
+	want := map[string]uint64{"timed_out": uint64(lateCount), "detected": uint64(n - lateCount)}
+	for k, v := range want {
+		if v == 0 {
+			delete(want, k)
+		}
+	}
+	if diff := cmp.Diff(want, outcomeCounts(&d.stats)); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+	if got := d.stats.Denials.Load(); got != uint64(denied) {
+		t.Errorf("denials %d, want %d", got, denied)
 	}
 	t.Logf("%d of %d answered by the deadline", lateCount, n)
 }
@@ -204,7 +218,7 @@ func TestJobDeadline(t *testing.T) {
 	if closed != 0 {
 		t.Error("fd closed while the worker still holds the job")
 	}
-	if j.finish(policy.Allow) {
+	if j.finish(policy.Allow, outcomeClean) {
 		t.Error("finish after the deadline reported its verdict as the answer")
 	}
 	// The last reference may be the timer's, dropped on its own goroutine

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // What the control socket shows of the running daemon: GET /metrics, the
@@ -18,59 +19,54 @@ import (
 // when scraped (nothing is added to the event path), and GET /status, the
 // same and more as one JSON document for `fanguard status`.
 
-// counterHelp describes the counters of Stats.counters, by name.
-var counterHelp = map[string]string{
-	"events":                 "Permission events read.",
-	"own_pid":                "Events allowed at once: opened by the daemon itself.",
-	"excluded":               "Events allowed at once by exclude_paths, exclude_exe or exclude_uids.",
-	"overloaded":             "Events answered at once with on_overload: max_pending was reached.",
-	"overflows":              "Queue overflow alarms from the kernel.",
-	"not_regular":            "Events allowed without a scan: not a regular file.",
-	"oversize":               "Events answered with on_oversize: above max_file_size.",
-	"scans":                  "YARA scans run.",
-	"bytes_scanned":          "Bytes scanned.",
-	"detections":             "Scans with at least one matching rule.",
-	"late_detections":        "Detections that came after the budget ran out.",
-	"timed_out":              "Events answered with on_timeout by the deadline.",
-	"errors":                 "Events answered with on_error: unreadable or unscannable.",
-	"answer_errors":          "Answers the kernel refused.",
-	"parse_errors":           "Malformed event records.",
-	"kernel_denied":          "Events the kernel denied itself: it could not open an fd for the daemon.",
-	"cache_hits":             "Events answered from the daemon's verdict cache.",
-	"cache_misses":           "Verdict cache lookups that found nothing valid.",
-	"cache_evictions":        "Verdict cache entries evicted to stay within cache.entries.",
-	"cache_entries":          "Verdict cache entries held now.",
-	"cached_denials":         "Denials answered from the cache, without a rescan.",
-	"kernel_marks_added":     "Ignore marks added in the kernel.",
-	"kernel_marks_removed":   "Ignore marks removed: stamp moved, file written, rules changed.",
-	"kernel_flushes":         "Times all ignore marks were dropped at once.",
-	"dedup_waits":            "Events that waited for a scan of the same file already running.",
-	"invalidations":          "Writers' closes seen (FAN_CLOSE_WRITE).",
-	"allow_listed":           "Detections let through by the allow list.",
-	"record_errors":          "Detections that could not be recorded.",
-	"quarantined":            "Files moved into the vault.",
-	"quarantine_errors":      "Quarantine moves that failed.",
-	"reloads":                "Rule sets loaded after the first.",
-	"reload_failures":        "Reloads that kept the rules in force.",
-	"log_dropped":            "Log entries dropped by the logger's queue.",
-	"latency_p50_us":         "Median decision latency (read to answer), in microseconds.",
-	"latency_p99_us":         "99th percentile of the decision latency, in microseconds.",
-	"latency_max_us":         "Largest decision latency seen, in microseconds.",
-	"opener_gone":            "Opens allowed at once because the opener had exited before the event was read.",
-	"late_scans":             "Scans of files whose open the budget had answered before a worker was free.",
-	"late_dropped":           "Files whose open the budget answered and that were left unscanned (too many waiting); they stay uncached.",
-	"detections_deferred":    "Detections not queued for the record (queue full): the file stays uncached and is detected again at its next open.",
-	"detections_coalesced":   "Repeats of a recent detection (same file, content, user, program and rules) counted in its record.",
-	"invalidations_lost":     "Writers' closes the kernel could not pass on (a lease, no fds): every cached verdict was dropped.",
-	"opener_reads_abandoned": "Reads under an opener's /proc for a record given up (the opener held them) or not tried (too many held).",
-	"vault_full":             "Quarantine moves refused because the vault would pass max_bytes; the file stays, denied.",
-	"foreign_filesystems":    "Filesystems marked in other mount namespaces (containers, user namespaces), now.",
-	"close_queued":           "Files queued for a scan after a writer closed them ([scan] on_close).",
-	"close_merged":           "Closes of a file already queued for a scan on close: queued once, with the latest fd.",
-	"close_dropped":          "Files dropped unscanned from the full on-close queue, oldest first: their first open scans them.",
-	"close_skipped":          "Writers' closes not scanned: too large, excluded, cached already, being scanned, or gone.",
-	"close_scans":            "Scans run after a writer closed the file (also counted in scans).",
-	"close_detections":       "Detections made when a writer closed the file (also counted in detections).",
+// promCounters names and describes the counters of Stats.counters in
+// /metrics, by their name there. A counter not listed is not exported:
+// the outcomes of events, which fanguard_events_total{outcome} counts
+// (own_pid, opener_gone, not_regular, empty_clean, cache_hits, excluded,
+// oversize, overloaded, timed_out), and the latency figures, which the
+// histograms hold. Levels are gauges; the rest are counters, named
+// *_total.
+var promCounters = map[string]struct{ name, help string }{
+	"overflows":              {"overflows_total", "Queue overflow alarms from the kernel."},
+	"scans":                  {"scans_total", "YARA scans run."},
+	"bytes_scanned":          {"scanned_bytes_total", "Bytes scanned."},
+	"detections":             {"detections_total", "Scans with at least one matching rule."},
+	"late_detections":        {"late_detections_total", "Detections that came after the budget ran out."},
+	"errors":                 {"errors_total", "Files that could not be read or scanned, and malformed event records (whatever answered the open: on_error, or on_timeout first)."},
+	"answer_errors":          {"answer_errors_total", "Answers the kernel refused."},
+	"parse_errors":           {"parse_errors_total", "Malformed event records (answered with on_error, not counted in fanguard_events_total)."},
+	"kernel_denied":          {"kernel_denied_total", "Opens the kernel denied itself: it could not open an fd for the daemon (not counted in fanguard_events_total)."},
+	"cache_misses":           {"cache_misses_total", "Verdict cache lookups that found nothing valid (the hits: fanguard_events_total{outcome=\"cached\"})."},
+	"cache_evictions":        {"cache_evictions_total", "Verdict cache entries evicted to stay within cache.entries."},
+	"cache_entries":          {"cache_entries", "Verdict cache entries held now."},
+	"cached_denials":         {"cached_denials_total", "Denials answered from the cache, without a rescan."},
+	"kernel_marks_added":     {"kernel_marks_added_total", "Ignore marks added in the kernel."},
+	"kernel_marks_removed":   {"kernel_marks_removed_total", "Ignore marks removed: stamp moved, file written, rules changed."},
+	"kernel_flushes":         {"kernel_flushes_total", "Times all ignore marks were dropped at once."},
+	"dedup_waits":            {"dedup_waits_total", "Events that waited for a scan of the same file already running."},
+	"invalidations":          {"invalidations_total", "Writers' closes seen (FAN_CLOSE_WRITE)."},
+	"allow_listed":           {"allow_listed_total", "Detections let through by the allow list."},
+	"record_errors":          {"record_errors_total", "Detections that could not be recorded."},
+	"quarantined":            {"quarantined_total", "Files moved into the vault."},
+	"quarantine_errors":      {"quarantine_errors_total", "Quarantine moves that failed."},
+	"reloads":                {"reloads_total", "Rule sets loaded after the first."},
+	"reload_failures":        {"reload_failures_total", "Reloads that kept the rules in force."},
+	"log_dropped":            {"log_dropped_total", "Log entries dropped by the logger's queue."},
+	"late_scans":             {"late_scans_total", "Scans of files whose open the budget had answered before a worker was free."},
+	"late_dropped":           {"late_dropped_total", "Files whose open the budget answered and that were left unscanned (too many waiting); they stay uncached."},
+	"detections_deferred":    {"detections_deferred_total", "Detections not queued for the record (queue full): the file stays uncached and is detected again at its next open."},
+	"detections_coalesced":   {"detections_coalesced_total", "Repeats of a recent detection (same file, content, user, program and rules) counted in its record."},
+	"invalidations_lost":     {"invalidations_lost_total", "Writers' closes the kernel could not pass on (a lease, no fds): every cached verdict was dropped."},
+	"opener_reads_abandoned": {"opener_reads_abandoned_total", "Reads under an opener's /proc for a record given up (the opener held them) or not tried (too many held)."},
+	"vault_full":             {"vault_full_total", "Quarantine moves refused because the vault would pass max_bytes; the file stays, denied."},
+	"foreign_filesystems":    {"foreign_filesystems", "Filesystems marked in other mount namespaces (containers, user namespaces), now."},
+	"close_queued":           {"close_queued_total", "Files queued for a scan after a writer closed them ([scan] on_close)."},
+	"close_merged":           {"close_merged_total", "Closes of a file already queued for a scan on close: queued once, with the latest fd."},
+	"close_dropped":          {"close_dropped_total", "Files dropped unscanned from the full on-close queue, oldest first: their first open scans them."},
+	"close_skipped":          {"close_skipped_total", "Writers' closes not scanned: too large, excluded, cached already, being scanned, or gone."},
+	"close_scans":            {"close_scans_total", "Scans run after a writer closed the file (also counted in scans)."},
+	"close_detections":       {"close_detections_total", "Detections made when a writer closed the file (also counted in detections)."},
+	"denials":                {"denials_total", "Opens denied, whatever decided it (a detection, the cache, on_timeout, on_error, on_oversize, on_overload = \"deny\")."},
 }
 
 // isLevel tells the counters that are levels (gauges), not running totals.
@@ -84,10 +80,11 @@ type collector struct {
 
 	counters map[string]*prometheus.Desc
 
+	events                                               *prometheus.Desc
 	queue, inflight, busy, workers, filesystems, healthy *prometheus.Desc
 	unscanned, recording                                 *prometheus.Desc
 	rules, rulesInfo, rulesLoad                          *prometheus.Desc
-	fds, goroutines, uptime, build                       *prometheus.Desc
+	build                                                *prometheus.Desc
 	decision, scan                                       *prometheus.Desc
 	feeds                                                feedMetrics
 }
@@ -95,19 +92,14 @@ type collector struct {
 func newCollector(d *Daemon) *collector {
 	c := &collector{d: d, counters: make(map[string]*prometheus.Desc)}
 	for _, ct := range d.stats.counters() {
-		name := "fanguard_" + ct.name
-		if !isLevel(ct.name) {
-			name += "_total"
+		if p, ok := promCounters[ct.name]; ok {
+			c.counters[ct.name] = prometheus.NewDesc("fanguard_"+p.name, p.help, nil, nil)
 		}
-		help := counterHelp[ct.name]
-		if help == "" {
-			help = "fanguard counter " + ct.name + "."
-		}
-		c.counters[ct.name] = prometheus.NewDesc(name, help, nil, nil)
 	}
 	g := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("fanguard_"+name, help, labels, nil)
 	}
+	c.events = g("events_total", "Permission events read, by what decided the answer: own, opener_gone, not_regular, empty, cached, excluded, oversize, overloaded (allowed or answered at once), clean, detected, error (a scan's verdict) or timed_out (on_timeout).", "outcome")
 	c.queue = g("queue_depth", "Jobs waiting in the queue for a worker.")
 	c.inflight = g("inflight", "Events held: queued, scanning, waiting for a scan of the same file or for their deadline.")
 	c.busy = g("workers_busy", "Workers scanning now.")
@@ -119,9 +111,6 @@ func newCollector(d *Daemon) *collector {
 	c.rules = g("rules", "Rules in force.")
 	c.rulesInfo = g("rules_info", "The generation of the rules in force.", "generation")
 	c.rulesLoad = g("rules_load_seconds", "How long loading the rules in force took.")
-	c.fds = g("open_fds", "File descriptors open in the daemon.")
-	c.goroutines = g("goroutines", "Goroutines in the daemon.")
-	c.uptime = g("uptime_seconds", "Seconds since the daemon started.")
 	c.build = g("build_info", "The daemon's version.", "version")
 	c.decision = g("decision_latency_seconds", "Time from reading a permission event to answering it.")
 	c.scan = g("scan_latency_seconds", "Time of one YARA scan of a file's content.")
@@ -133,8 +122,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.counters {
 		ch <- d
 	}
-	for _, d := range []*prometheus.Desc{c.queue, c.inflight, c.busy, c.workers, c.filesystems, c.healthy, c.recording, c.unscanned,
-		c.rules, c.rulesInfo, c.rulesLoad, c.fds, c.goroutines, c.uptime, c.build, c.decision, c.scan} {
+	for _, d := range []*prometheus.Desc{c.events, c.queue, c.inflight, c.busy, c.workers, c.filesystems, c.healthy, c.recording, c.unscanned,
+		c.rules, c.rulesInfo, c.rulesLoad, c.build, c.decision, c.scan} {
 		ch <- d
 	}
 	c.feeds.describe(ch)
@@ -152,6 +141,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			typ = prometheus.GaugeValue
 		}
 		ch <- prometheus.MustNewConstMetric(desc, typ, float64(ct.value))
+	}
+	for o := range numOutcomes {
+		ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(d.stats.Outcomes[o].Load()), o.String())
 	}
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
@@ -173,11 +165,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.rules, float64(rs.Count))
 	gauge(c.rulesInfo, 1, rs.Generation)
 	gauge(c.rulesLoad, rs.LoadTime.Seconds())
-	if n, err := openFds(); err == nil {
-		gauge(c.fds, float64(n))
-	}
-	gauge(c.goroutines, float64(runtime.NumGoroutine()))
-	gauge(c.uptime, time.Since(d.started).Seconds())
 	gauge(c.build, 1, d.version)
 	c.feeds.collect(ch, d.feeds(time.Now()))
 	for _, h := range []struct {
@@ -196,10 +183,16 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// newRegistry returns the registry that GET /metrics serves.
+// newRegistry returns the registry that GET /metrics serves, on the
+// control socket and on the metrics listener: the daemon's collector,
+// and the standard process_* (fds, memory, CPU, start time) and go_*
+// (goroutines, heap, GC) collectors. Scraping it reads atomic counters
+// and /proc/self; it takes no lock of the event path.
 func (d *Daemon) newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(d))
+	reg.MustRegister(newCollector(d),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector())
 	return reg
 }
 

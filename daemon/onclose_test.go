@@ -224,7 +224,7 @@ func TestNextClose(t *testing.T) {
 				t.Errorf("%d scans on close counted as running", d.closeRunning.Load())
 			}
 			if open != nil {
-				defer func() { open.finish(policy.Allow) }()
+				defer func() { open.finish(policy.Allow, outcomeClean) }()
 				if open.dirty != tt.wantJob {
 					t.Errorf("the open's scan of an older stamp dirty: %v, want %v", open.dirty, tt.wantJob)
 				}

@@ -244,7 +244,7 @@ func TestNoPathOnCacheHit(t *testing.T) {
 	}
 	// The queued one, answered so that the fake kernel's checks hold.
 	if j, _ := d.sched.pop(d.stillWaiting, nil); j != nil {
-		j.finish(policy.Allow)
+		j.finish(policy.Allow, outcomeClean)
 	}
 }
 

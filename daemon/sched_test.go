@@ -198,7 +198,7 @@ func BenchmarkQueuedEvent(b *testing.B) {
 		d.scansMu.Lock()
 		delete(d.scans, j.info.ID)
 		d.scansMu.Unlock()
-		j.finish(policy.Allow)
+		j.finish(policy.Allow, outcomeClean)
 	}
 }
 

@@ -65,12 +65,73 @@ type Stats struct {
 	CloseScans      atomic.Uint64 // scans run on close (also counted in Scans)
 	CloseDetections atomic.Uint64 // detections made on close (also counted in Detections)
 
+	// Outcomes counts the permission events by what decided their answer,
+	// one count per event, when it is answered: they add up to Events.
+	Outcomes [numOutcomes]atomic.Uint64
+	Denials  atomic.Uint64 // answers that denied an open, whatever decided them
+
 	Decision latencyHistogram // from reading an event to answering it
 	Scan     latencyHistogram // one YARA scan of a file's content
 
 	recent recentDetections // the last detections, for the status
 
 	logDropped func() uint64 // the logger's drop counter, if known
+}
+
+// eventOutcome is what decided the answer to one permission event: the label
+// of fanguard_events_total. Each event has exactly one.
+type eventOutcome uint8
+
+const (
+	outcomeOwn        eventOutcome = iota // opened by the daemon itself: allowed
+	outcomeGone                           // the opener had exited: allowed
+	outcomeNotRegular                     // not a regular file: allowed
+	outcomeEmpty                          // empty, and the rules match no empty content: allowed
+	outcomeCached                         // the daemon's verdict cache
+	outcomeExcluded                       // exclude_paths, exclude_exe or exclude_uids: allowed
+	outcomeOversize                       // on_oversize: above max_file_size
+	outcomeOverloaded                     // on_overload: max_pending or max_pending_per_uid reached
+	outcomeClean                          // a scan found nothing
+	outcomeDetected                       // a scan matched (the verdict: the action, the allow list, the mode)
+	outcomeError                          // on_error: the file could not be read or scanned
+	outcomeTimedOut                       // on_timeout: the budget ran out before the verdict
+	numOutcomes
+
+	// noOutcome answers a malformed record (ParseErrors), which is not
+	// counted in Events.
+	noOutcome eventOutcome = 255
+)
+
+var outcomeNames = [numOutcomes]string{
+	outcomeOwn:        "own",
+	outcomeGone:       "opener_gone",
+	outcomeNotRegular: "not_regular",
+	outcomeEmpty:      "empty",
+	outcomeCached:     "cached",
+	outcomeExcluded:   "excluded",
+	outcomeOversize:   "oversize",
+	outcomeOverloaded: "overloaded",
+	outcomeClean:      "clean",
+	outcomeDetected:   "detected",
+	outcomeError:      "error",
+	outcomeTimedOut:   "timed_out",
+}
+
+func (o eventOutcome) String() string {
+	if o < numOutcomes {
+		return outcomeNames[o]
+	}
+	return "none"
+}
+
+// answered counts an answer: its outcome, and the denial if it is one.
+func (s *Stats) answered(o eventOutcome, allow bool) {
+	if o < numOutcomes {
+		s.Outcomes[o].Add(1)
+	}
+	if !allow {
+		s.Denials.Add(1)
+	}
 }
 
 // counter is one named counter value.
@@ -131,6 +192,7 @@ func (s *Stats) counters() []counter {
 		u("close_skipped", &s.CloseSkipped),
 		u("close_scans", &s.CloseScans),
 		u("close_detections", &s.CloseDetections),
+		u("denials", &s.Denials),
 		{"log_dropped", s.logDroppedCount()},
 		{"latency_p50_us", s.Decision.quantile(0.50).Microseconds()},
 		{"latency_p99_us", s.Decision.quantile(0.99).Microseconds()},

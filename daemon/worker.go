@@ -203,7 +203,7 @@ func (w *worker) process(j *job) {
 	v = w.checkAllowList(&o, v) // detections only, before the answer
 	o.verdict = v
 	cacheable := o.err == nil && o.complete
-	ours, kernelCached := j.answerMarked(v, cacheable && len(o.matches) == 0)
+	ours, kernelCached := j.answerMarked(v, o.eventOutcome(), cacheable && len(o.matches) == 0)
 	o.late = !ours
 	if kernelCached {
 		d.stats.KernelMarks.Add(1)
@@ -343,7 +343,7 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 	d.scansMu.Lock()
 	early := j.followers // the reader only appends, past len(early)
 	d.scansMu.Unlock()
-	w.answerFollowers(early, v, detected)
+	w.answerFollowers(early, v, o.eventOutcome(), detected)
 	// Whether the file still has the stamp the reader stated. After a
 	// kernel mark: if it moved, the scan may have seen a mix, and the mark
 	// would cache it. For a detection: it then holds even if a writer's
@@ -376,7 +376,7 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 	}
 	late := j.followers[len(early):] // attached meanwhile; no more can come
 	d.scansMu.Unlock()
-	w.answerFollowers(late, v, detected)
+	w.answerFollowers(late, v, o.eventOutcome(), detected)
 
 	if kernelCached && !valid {
 		// A reload after the mark, a write during the scan, or a stamp
@@ -393,10 +393,11 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 }
 
 // answerFollowers answers the events that waited for a scan with its
-// verdict v (unless their budget did first) and lets go of them.
-func (w *worker) answerFollowers(followers []*job, v policy.Verdict, detected bool) {
+// verdict v, decided by oc (unless their budget did first), and lets go
+// of them.
+func (w *worker) answerFollowers(followers []*job, v policy.Verdict, oc eventOutcome, detected bool) {
 	for _, f := range followers {
-		if !f.finish(v) && detected {
+		if !f.finish(v, oc) && detected {
 			w.d.stats.LateDetections.Add(1)
 		}
 	}
@@ -453,4 +454,16 @@ func (d *Daemon) owner(uid uint32) string {
 		return name
 	}
 	return strconv.FormatUint(uint64(uid), 10)
+}
+
+// eventOutcome is what decided an answer given with the verdict of the
+// scan o: an error, a match, or neither.
+func (o *outcome) eventOutcome() eventOutcome {
+	switch {
+	case o.err != nil:
+		return outcomeError
+	case len(o.matches) > 0:
+		return outcomeDetected
+	}
+	return outcomeClean
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -40,6 +41,7 @@ const (
 	wantCache       = `an integer from 0 (no daemon cache) to 67108864`
 	wantCacheDir    = `an absolute directory, such as "/var/cache/fanguard", or "" for no compiled-rules cache`
 	wantSocket      = `an absolute path, such as "/run/fanguard/control.sock"`
+	wantListen      = `"host:port" with a port from 1 to 65535, such as "127.0.0.1:9745", or "" for no listener`
 	wantQAction     = `"audit", "deny" or "quarantine"`
 	wantMaxAge      = `a duration such as "90d", "720h" or "0" (keep forever)`
 	wantMaxBytes    = `a size such as "1GiB", "500MiB", or 0 (no bound)`
@@ -199,6 +201,7 @@ type rawConfig struct {
 	Scan       rawScan       `toml:"scan"`
 	Cache      rawCache      `toml:"cache"`
 	Control    rawControl    `toml:"control"`
+	Metrics    rawMetrics    `toml:"metrics"`
 	Quarantine rawQuarantine `toml:"quarantine"`
 	Log        rawLog        `toml:"log"`
 	Update     rawUpdate     `toml:"update"`
@@ -231,6 +234,10 @@ type rawScan struct {
 
 type rawControl struct {
 	Socket any `toml:"socket"`
+}
+
+type rawMetrics struct {
+	Listen any `toml:"listen"`
 }
 
 type rawCache struct {
@@ -325,6 +332,9 @@ func (c *checker) convert(raw *rawConfig) Config {
 	}
 	if sock, ok := c.path("control.socket", raw.Control.Socket, wantSocket, false); ok {
 		cfg.Control.Socket = sock
+	}
+	if addr, ok := c.listen("metrics.listen", raw.Metrics.Listen); ok {
+		cfg.Metrics.Listen = addr
 	}
 
 	q := &cfg.Quarantine
@@ -664,4 +674,23 @@ func (c *checker) uids(key string, v any) ([]uint32, bool) {
 		}
 	}
 	return dedupe(out), ok
+}
+
+// listen returns v as a TCP listen address, "host:port" with a numeric
+// port from 1 to 65535 (the host may be empty: every address), or "".
+func (c *checker) listen(key string, v any) (string, bool) {
+	s, ok := c.str(key, v, wantListen)
+	if !ok || s == "" {
+		return s, ok
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		c.bad(key, -1, v, "is not a host:port address", wantListen)
+		return "", false
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		c.bad(key, -1, v, "has no port from 1 to 65535", wantListen)
+		return "", false
+	}
+	return s, true
 }

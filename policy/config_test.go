@@ -83,6 +83,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"workers", "max_file_size", "max_pending", "max_pending_per_uid", "scan_timeout", "rules.dirs",
 		"protect.paths", "protect.fs_types", "protect.exclude_paths",
 		"protect.exclude_exe", "protect.exclude_uids", "scan.on_close", "scan.on_close_queue", "cache.entries", "rules.cache_dir", "control.socket",
+		"metrics.listen",
 		"quarantine.action", "quarantine.db", "quarantine.vault", "quarantine.max_age", "quarantine.max_bytes", "log.level",
 		"update.dir", "update.canary_files", "update.max_scan_cost", "update.max_age", "update.timeout",
 	} {
@@ -533,6 +534,25 @@ dir = "/etc/fanguard/feeds/"
 			want: func(c *Config) { c.Rules.Dirs = []string{"/etc/fanguard/rules.d"} },
 		},
 		{
+			name: "metrics listener",
+			doc:  "[metrics]\nlisten = \"127.0.0.1:9745\"\n",
+			want: func(c *Config) { c.Metrics.Listen = "127.0.0.1:9745" },
+		},
+		{
+			name: "metrics listener on IPv6 loopback",
+			doc:  "[metrics]\nlisten = \"[::1]:65535\"\n",
+			want: func(c *Config) { c.Metrics.Listen = "[::1]:65535" },
+		},
+		{
+			name: "metrics listener on every address",
+			doc:  "[metrics]\nlisten = \":1\"\n",
+			want: func(c *Config) { c.Metrics.Listen = ":1" },
+		},
+		{
+			name: "metrics listener off",
+			doc:  "[metrics]\nlisten = \"\"\n",
+		},
+		{
 			name: "every log level",
 			doc:  "[log]\nlevel = \"error\"\n",
 			want: func(c *Config) { c.Log.Level = "error" },
@@ -598,7 +618,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			doc:  "mdoe = \"audit\"\n",
-			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, max_pending_per_uid, scan_timeout at the top level, or the tables [rules], [protect], [scan], [cache], [control], [quarantine], [log], [update], [[feeds]])`},
+			want: []string{`test.toml:1: unknown key "mdoe" (want one of mode, budget, on_timeout, on_error, on_oversize, on_overload, workers, max_file_size, max_pending, max_pending_per_uid, scan_timeout at the top level, or the tables [rules], [protect], [scan], [cache], [control], [metrics], [quarantine], [log], [update], [[feeds]])`},
 		},
 		{
 			name: "top-level key below a table",
@@ -735,6 +755,36 @@ func TestParseErrors(t *testing.T) {
 			name: "control.socket relative",
 			doc:  "[control]\nsocket = \"control.sock\"",
 			want: []string{`test.toml:2: control.socket: "control.sock" is not an absolute path (want an absolute path, such as "/run/fanguard/control.sock")`},
+		},
+		{
+			name: "metrics.listen without a port",
+			doc:  "[metrics]\nlisten = \"127.0.0.1\"",
+			want: []string{`test.toml:2: metrics.listen: "127.0.0.1" is not a host:port address (want "host:port" with a port from 1 to 65535, such as "127.0.0.1:9745", or "" for no listener)`},
+		},
+		{
+			name: "metrics.listen port 0",
+			doc:  "\n[metrics]\nlisten = \"127.0.0.1:0\"",
+			want: []string{`test.toml:3: metrics.listen: "127.0.0.1:0" has no port from 1 to 65535`},
+		},
+		{
+			name: "metrics.listen port too large",
+			doc:  "[metrics]\nlisten = \"localhost:65536\"",
+			want: []string{`test.toml:2: metrics.listen: "localhost:65536" has no port from 1 to 65535`},
+		},
+		{
+			name: "metrics.listen named port",
+			doc:  "[metrics]\nlisten = \"localhost:http\"",
+			want: []string{`test.toml:2: metrics.listen: "localhost:http" has no port from 1 to 65535`},
+		},
+		{
+			name: "metrics.listen not a string",
+			doc:  "[metrics]\nlisten = 9745",
+			want: []string{`test.toml:2: metrics.listen: 9745 is not allowed (want "host:port"`},
+		},
+		{
+			name: "metrics unknown key",
+			doc:  "[metrics]\npath = \"/metrics\"",
+			want: []string{`test.toml:2: unknown key "metrics.path" (want one of listen in [metrics])`},
 		},
 		{
 			name: "scan.on_close not a boolean",

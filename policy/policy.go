@@ -68,6 +68,7 @@ type Config struct {
 	Scan       ScanConfig
 	Cache      CacheConfig
 	Control    ControlConfig
+	Metrics    MetricsConfig
 	Quarantine QuarantineConfig
 	Log        LogConfig
 	Update     UpdateConfig
@@ -83,6 +84,14 @@ type RulesConfig struct {
 // ControlConfig is the [control] table.
 type ControlConfig struct {
 	Socket string // socket: the root-only control socket (fanguard reload, status)
+}
+
+// MetricsConfig is the [metrics] table.
+type MetricsConfig struct {
+	// Listen is the TCP address ("host:port") of a read-only HTTP listener
+	// serving GET /metrics for Prometheus, and nothing else; "" (the
+	// default): no listener.
+	Listen string
 }
 
 // ProtectConfig is the [protect] table.

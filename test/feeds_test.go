@@ -467,8 +467,9 @@ rule innocent {
 	if len(st.Feeds) != 1 || st.Feeds[0].Version != sha256Hex(v2) || st.Feeds[0].AgeSeconds < 0 || len(st.Feeds[0].HeldBack) != 2 {
 		t.Errorf("status feeds: %+v", st.Feeds)
 	}
-	if _, body, err := controlDo(d.Control, http.MethodGet, "/metrics"); err != nil || !strings.Contains(string(body), `fanguard_feed_age_seconds{feed="rl"}`) {
-		t.Errorf("/metrics has no feed age (%v)", err)
+	if _, body, err := controlDo(d.Control, http.MethodGet, "/metrics"); err != nil || !strings.Contains(string(body), `fanguard_feed_age_seconds{feed="rl"}`) ||
+		!strings.Contains(string(body), `fanguard_feed_stale{feed="rl"} 0`) {
+		t.Errorf("/metrics has no feed age or staleness (%v)", err)
 	}
 
 	// 5. Rollback: the first version again, and the second is not

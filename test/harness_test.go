@@ -65,6 +65,9 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv("FANGUARD_TEST_GET_SOCKET"); sock != "" {
 		os.Exit(httpGet(sock, os.Getenv("FANGUARD_TEST_GET_PATH")))
 	}
+	if u := os.Getenv("FANGUARD_TEST_HTTP_URL"); u != "" {
+		os.Exit(httpOver(os.Getenv("FANGUARD_TEST_HTTP_METHOD"), u))
+	}
 	// A -race binary sleeps 1 s at exit for late reports; the daemon and
 	// the commands the tests run are race-built, and exit often.
 	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))

@@ -281,8 +281,8 @@ func (s *soak) run(dur time.Duration) {
 			mfs, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
 			if err != nil {
 				s.fail("parsing /metrics: %v", err)
-			} else if g := mfs["fanguard_goroutines"]; g == nil || len(g.GetMetric()) != 1 || g.GetMetric()[0].GetGauge().GetValue() < 1 {
-				s.fail("/metrics: fanguard_goroutines %v", g)
+			} else if g := mfs["go_goroutines"]; g == nil || len(g.GetMetric()) != 1 || g.GetMetric()[0].GetGauge().GetValue() < 1 {
+				s.fail("/metrics: go_goroutines %v", g)
 			}
 		}
 		s.scrapes.Add(1)

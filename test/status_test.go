@@ -214,8 +214,27 @@ func TestStatusAndMetrics(t *testing.T) {
 			t.Errorf("%s: neither counter nor gauge", name)
 			return -1
 		}
-		if v := value("fanguard_events_total"); v < s1.Counters["events"] {
-			t.Errorf("fanguard_events_total = %v, /status said %v before", v, s1.Counters["events"])
+		// The events by outcome add up to the events read.
+		var events float64
+		outcomes := map[string]bool{}
+		for _, m := range mfs["fanguard_events_total"].GetMetric() {
+			events += m.GetCounter().GetValue()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" {
+					outcomes[l.GetValue()] = true
+				}
+			}
+		}
+		if events < s1.Counters["events"] {
+			t.Errorf("fanguard_events_total adds up to %v, /status said %v events before", events, s1.Counters["events"])
+		}
+		for _, o := range []string{"clean", "detected", "cached", "timed_out", "overloaded", "error", "excluded"} {
+			if !outcomes[o] {
+				t.Errorf("fanguard_events_total has no outcome %q (has %v)", o, outcomes)
+			}
+		}
+		if v := value("fanguard_denials_total"); v < s1.Counters["denials"] {
+			t.Errorf("fanguard_denials_total = %v, /status said %v before", v, s1.Counters["denials"])
 		}
 		if v := value("fanguard_scans_total"); v < s1.Counters["scans"] {
 			t.Errorf("fanguard_scans_total = %v, /status said %v before", v, s1.Counters["scans"])
@@ -229,13 +248,13 @@ func TestStatusAndMetrics(t *testing.T) {
 		if v := value("fanguard_rules"); v != float64(s1.Rules.Count) {
 			t.Errorf("fanguard_rules = %v, want %d", v, s1.Rules.Count)
 		}
-		if v := value("fanguard_open_fds"); v <= 0 {
-			t.Errorf("fanguard_open_fds = %v", v)
+		if v := value("process_open_fds"); v <= 0 {
+			t.Errorf("process_open_fds = %v", v)
 		}
 		if v := value("fanguard_healthy"); v != 1 {
 			t.Errorf("fanguard_healthy = %v", v)
 		}
-		for _, name := range []string{"fanguard_queue_depth", "fanguard_inflight", "fanguard_workers_busy", "fanguard_uptime_seconds"} {
+		for _, name := range []string{"fanguard_queue_depth", "fanguard_inflight", "fanguard_workers_busy", "process_start_time_seconds", "go_goroutines"} {
 			value(name)
 		}
 		if l := mfs["fanguard_rules_info"].GetMetric(); len(l) != 1 || l[0].GetLabel()[0].GetValue() != s1.Rules.Generation {
