@@ -394,7 +394,7 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	rs, err := d.loadRules()
 	if err != nil {
 		d.stats.ReloadFailures.Add(1)
-		d.log.Error("reloading rules failed, the configuration and rules in force stay", zap.Error(err))
+		d.log.Error("reloading rules failed, the rules in force stay", zap.Error(err))
 		d.updateStatus()
 		return ReloadResult{}, fmt.Errorf("reloading rules: %w", err)
 	}
