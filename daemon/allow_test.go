@@ -54,7 +54,8 @@ func TestAllowListInMemory(t *testing.T) {
 	d, k := testDaemon(t, time.Hour)
 	d.rules.Store(newRuleSet(rs, 1))
 	d.group = g
-	d.excl = policy.NewExclusions(policy.ProtectConfig{})
+	d.cfg.Protect = policy.ProtectConfig{}
+	d.storeSettings(d.cfg)
 	d.cache = testCache(t, 100, &d.stats)
 	rec := &fakeRecorder{}
 	d.recorder = rec

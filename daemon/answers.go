@@ -152,7 +152,8 @@ const maxHeld = 4096
 // TestAttackFailOpenByLoad): answered at once, the other users' opens
 // took a second and more; held two seconds, p99 300 ms; four, less again.
 func (d *Daemon) overloadHold() time.Duration {
-	return min(max(d.cfg.Budget-time.Second, d.cfg.Budget/2), 4*time.Second)
+	budget := d.live().budget
+	return min(max(budget-time.Second, budget/2), 4*time.Second)
 }
 
 // heldAnswer is an over-cap answer and when to write it.
@@ -167,10 +168,11 @@ type heldAnswer struct {
 func (d *Daemon) holdOverloaded(uid uint32, ev fan.Event, now time.Time) {
 	hold := d.overloadHold()
 	at := now.Add(hold/2 + rand.N(hold/2+1))
+	v := d.live().onOverload
 	select {
-	case d.held <- heldAnswer{pendingAnswer{ev: ev, v: d.cfg.OnOverload, read: now, oc: outcomeOverloaded}, at}:
+	case d.held <- heldAnswer{pendingAnswer{ev: ev, v: v, read: now, oc: outcomeOverloaded}, at}:
 	default:
-		d.reply(uid, ev, d.cfg.OnOverload, now, outcomeOverloaded)
+		d.reply(uid, ev, v, now, outcomeOverloaded)
 	}
 }
 

@@ -535,7 +535,8 @@ func BenchmarkCacheHit(b *testing.B) {
 func BenchmarkHandleCacheHit(b *testing.B) {
 	d, _ := testDaemon(&testing.T{}, 0)
 	d.kern = nopKernel{}
-	d.excl = policy.NewExclusions(policy.ProtectConfig{})
+	d.cfg.Protect = policy.ProtectConfig{}
+	d.storeSettings(d.cfg)
 	d.cache = testCache(b, 1000, &d.stats)
 	d.cache.store(cacheEntry{stamp: fan.Stamp{}, gen: 1, verdict: policy.Deny, det: &detection{rule: "r"}})
 	ev := fan.Event{Mask: 0x10000, Fd: 3, Pid: 7} // FAN_OPEN_PERM

@@ -20,8 +20,10 @@ import (
 // The control socket: HTTP over a Unix socket that only root may use
 // (mode 0600, and every connection's peer checked with SO_PEERCRED).
 //
-//	POST /reload   compile the rules again and put them in force; answers
-//	               when they are, with a ReloadResult, or with the error
+//	POST /reload   read the configuration file again and compile the rules
+//	               again, and put both in force; answers when they are,
+//	               with a ReloadResult (its config names the keys applied
+//	               and those that need a restart), or with the error
 //	POST /allowlist read the allow list again and put it in force (the
 //	               command line asks after changing it); answers when it
 //	               is, with {"entries": n}, or with the error

@@ -35,6 +35,14 @@ type Options struct {
 	Rules *scanner.Ruleset
 	// LoadRules compiles the rules anew for Reload; nil makes Reload fail.
 	LoadRules func() (*scanner.Ruleset, error)
+	// LoadConfig reads the configuration file again for Reload, which
+	// puts the keys that can change live in force (policy.Changes) and
+	// reports the others as needing a restart; nil: Reload reloads only
+	// the rules.
+	LoadConfig func() (policy.Config, error)
+	// LogLevel, if set, is the level of Logger, which Reload changes to a
+	// new log.level; nil: log.level needs a restart.
+	LogLevel *zap.AtomicLevel
 	// Logger receives the daemon's log. It must not block (see LogSink);
 	// nil discards.
 	Logger *zap.Logger
@@ -66,17 +74,23 @@ type Options struct {
 // Run; it is not reusable after Run returns. Reload and LogStats are safe
 // to call from any goroutine while it runs.
 type Daemon struct {
+	// cfg is the configuration of the start. What a reload may change is
+	// read from set (live), never from cfg.
 	cfg       policy.Config
 	log       *zap.Logger
 	notify    Notifier
 	ruleDirs  []string
 	owners    map[uint32]string
-	excl      *policy.Exclusions
 	pid       int32
 	loadRules func() (*scanner.Ruleset, error)
 
-	rules    atomic.Pointer[ruleSet] // in force; swapped whole by Reload
-	reloadMu sync.Mutex              // serializes reloads
+	rules atomic.Pointer[ruleSet]  // in force; swapped whole by Reload
+	set   atomic.Pointer[settings] // the live keys in force; swapped whole by Reload
+
+	reloadMu   sync.Mutex // serializes reloads, and guards following
+	inForce    policy.Config
+	readConfig func() (policy.Config, error) // Options.LoadConfig
+	logLevel   *zap.AtomicLevel              // Options.LogLevel
 
 	group *fan.Group // permission events
 	notif *fan.Group // writers' closes, to invalidate cached verdicts (and scan on close)
@@ -241,9 +255,11 @@ func New(opts Options) (*Daemon, error) {
 		notify:     notify,
 		ruleDirs:   opts.RuleDirs,
 		owners:     opts.Owners,
-		excl:       policy.NewExclusions(withVault(opts.Config)),
 		pid:        int32(os.Getpid()),
 		loadRules:  opts.LoadRules,
+		inForce:    opts.Config,
+		readConfig: opts.LoadConfig,
+		logLevel:   opts.LogLevel,
 		group:      g,
 		notif:      notif,
 		kern:       groupKernel{Group: g, stater: new(fan.Stater)},
@@ -268,6 +284,7 @@ func New(opts Options) (*Daemon, error) {
 	}
 	d.stats.logDropped = opts.LogDropped
 	d.procReads.abandoned = &d.stats.OpenerReadsAbandoned
+	d.storeSettings(opts.Config)
 	d.refreshExeIDs()
 	d.rules.Store(newRuleSet(opts.Rules, 1))
 	d.jobs.New = func() any { return newJob(d) }
@@ -337,15 +354,26 @@ type ReloadResult struct {
 	Broken     []scanner.FileError `json:"broken,omitempty"` // files left out
 	Took       time.Duration       `json:"took_ns"`
 	TookMS     int64               `json:"took_ms"`
+	// Config is what the reload did with the configuration file.
+	Config ConfigReload `json:"config"`
 }
 
-// Reload compiles the rules again and puts them in force: scans running
-// finish with the old rules, new scans use the new ones, and every cached
-// verdict becomes stale (the kernel's ignore marks are flushed, the
-// daemon's entries carry the old generation). No event waits for the
-// compile. Rules whose generation (the digest of their inputs) is the one
-// in force change nothing, and the cached verdicts stay. If the rules cannot be loaded, the rules in force stay and the
-// error says why. Reloads are serialized.
+// Reload reads the configuration file again (Options.LoadConfig), then
+// compiles the rules again, and puts both in force.
+//
+// Of the configuration, the keys that can change live are put in force
+// (policy.Changes); the others keep their values and are named in the
+// result's Config.RestartNeeded. A configuration that does not load fails
+// the reload: nothing changes, neither the configuration nor the rules.
+//
+// The new rules: scans running finish with the old rules, new scans use
+// the new ones, and every cached verdict becomes stale (the kernel's
+// ignore marks are flushed, the daemon's entries carry the old
+// generation). No event waits for the compile. Rules whose generation
+// (the digest of their inputs) is the one in force change nothing, and
+// the cached verdicts stay. If the rules cannot be loaded, the rules and
+// configuration in force stay and the error says why. Reloads are
+// serialized.
 func (d *Daemon) Reload() (ReloadResult, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
@@ -355,6 +383,13 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	d.notify.Reloading()
 	defer d.notify.Ready()
 	start := time.Now()
+	cfg, changes, err := d.loadConfig()
+	if err != nil {
+		d.stats.ReloadFailures.Add(1)
+		d.log.Error("reloading failed, the configuration and rules in force stay", zap.Error(err))
+		d.updateStatus()
+		return ReloadResult{}, err
+	}
 	d.refreshAllowList(context.Background(), true) // logs and shows its failure itself
 	rs, err := d.loadRules()
 	if err != nil {
@@ -363,6 +398,7 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 		d.updateStatus()
 		return ReloadResult{}, fmt.Errorf("reloading rules: %w", err)
 	}
+	d.applyConfig(cfg, changes)
 	for _, b := range rs.Broken {
 		d.log.Error("rule file left out", zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
 	}
@@ -384,7 +420,7 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 		d.stats.Reloads.Add(1)
 	}
 	res := ReloadResult{Rules: rs.Count, Files: len(rs.Files), Generation: rs.Generation, Unchanged: unchanged,
-		FromCache: rs.FromCache, Broken: rs.Broken, Took: time.Since(start)}
+		FromCache: rs.FromCache, Broken: rs.Broken, Took: time.Since(start), Config: changes}
 	res.TookMS = res.Took.Milliseconds()
 	if rs.CacheError != nil {
 		d.log.Warn("compiled-rules cache not used", zap.Error(rs.CacheError))
@@ -623,9 +659,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	background.Go(func() { every(bg, talkEvery, d.drainTalkers) })
 	background.Go(func() { d.logUnscanned(bg) })
-	if len(d.cfg.Protect.ExcludeExe) > 0 {
-		background.Go(func() { every(bg, exeIDsRefresh, d.refreshExeIDs) })
-	}
+	// Also without exclude_exe: a reload may add some.
+	background.Go(func() { every(bg, exeIDsRefresh, d.refreshExeIDs) })
 
 	d.filesystems.Store(int64(len(marker.Marked())))
 	rules := d.rules.Load().rs
@@ -636,8 +671,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		zap.Bool("rules_from_cache", rules.FromCache),
 		zap.Duration("rules_load", rules.LoadTime),
 		zap.Int("workers", d.cfg.Workers),
-		zap.Duration("budget", d.cfg.Budget),
-		zap.Stringer("mode", d.cfg.Mode),
+		zap.Duration("budget", d.live().budget),
+		zap.Stringer("mode", d.live().mode),
 		zap.Int("cache_entries", d.cfg.Cache.Entries))
 	d.updateStatus()
 	d.notify.Ready()
@@ -766,7 +801,7 @@ func (d *Daemon) shutdown(readerErr chan error, heldDone chan struct{}, workers 
 	case <-done:
 		close(d.detections.ch) // the workers, its only senders, are gone
 		d.workersDone.Store(true)
-	case <-time.After(d.cfg.Budget + time.Second):
+	case <-time.After(d.live().budget + time.Second):
 		d.log.Warn("scans still running at shutdown; the kernel allows what is left",
 			zap.Int64("inflight", d.inflight.Load()))
 	}
@@ -864,13 +899,13 @@ func (d *Daemon) handleBatch(buf []byte, now time.Time, scratch []byte) error {
 func (d *Daemon) malformed(ev fan.Event, now time.Time, err error) {
 	if ev.Fd >= 0 {
 		d.stats.Errors.Add(1)
-		d.answerEvent(ev, d.cfg.OnError, now, noOutcome)
+		d.answerEvent(ev, d.live().onError, now, noOutcome)
 	} else {
 		d.closePidfd(ev.Pidfd)
 	}
 	if c := d.stats.ParseErrors.Load(); c&(c-1) == 0 {
 		d.log.Error("malformed fanotify event record, answered with on_error and skipped",
-			zap.Uint64("count", c), zap.Stringer("verdict", d.cfg.OnError), zap.Error(err))
+			zap.Uint64("count", c), zap.Stringer("verdict", d.live().onError), zap.Error(err))
 	}
 }
 
@@ -916,6 +951,7 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		d.answerEvent(ev, policy.Allow, now, outcomeGone)
 		return
 	}
+	set := d.live()
 	uid := unknownUID
 	if ev.Pidfd >= 0 {
 		if u, err := d.kern.OpenerUID(ev.Pidfd); err == nil {
@@ -926,7 +962,7 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 	switch {
 	case err != nil:
 		d.stats.Errors.Add(1)
-		d.reply(uid, ev, d.cfg.OnError, now, outcomeError)
+		d.reply(uid, ev, set.onError, now, outcomeError)
 		return
 	case !fi.IsRegular():
 		d.stats.NotRegular.Add(1)
@@ -952,21 +988,21 @@ func (d *Daemon) handle(ev fan.Event, now time.Time, scratch []byte) {
 		d.reply(uid, ev, policy.Allow, now, outcomeEmpty)
 		return
 	}
-	if d.excluded(ev, fi, uid, scratch) {
+	if d.excluded(set, ev, fi, uid, scratch) {
 		d.stats.Excluded.Add(1)
 		d.reply(uid, ev, policy.Allow, now, outcomeExcluded)
 		return
 	}
-	if fi.Stamp.Size > d.cfg.MaxFileSize {
+	if fi.Stamp.Size > set.maxFileSize {
 		d.stats.Oversize.Add(1)
-		d.reply(uid, ev, d.cfg.OnOversize, now, outcomeOversize)
+		d.reply(uid, ev, set.onOversize, now, outcomeOversize)
 		return
 	}
 	if d.inflight.Load() >= int64(d.cfg.MaxPending) {
 		d.stats.CacheMisses.Add(1)
 		d.stats.Overloaded.Add(1)
 		d.unscanned.add(uid, unscannedOverload)
-		d.reply(uid, ev, d.cfg.OnOverload, now, outcomeOverloaded)
+		d.reply(uid, ev, set.onOverload, now, outcomeOverloaded)
 		return
 	}
 	if !d.sched.admit(uid, now) {
@@ -1046,7 +1082,7 @@ func (d *Daemon) dropLate(j *job) {
 	followers := j.followers
 	d.scansMu.Unlock()
 	for _, f := range followers {
-		if f.answer(d.cfg.OnOverload, outcomeOverloaded) {
+		if f.answer(d.live().onOverload, outcomeOverloaded) {
 			d.stats.Overloaded.Add(1)
 			d.unscanned.add(f.uid, unscannedOverload)
 		}
@@ -1207,9 +1243,9 @@ func (d *Daemon) invalidateAll(why string) {
 //     any file appear at any path.
 //
 // Each check costs a system call and is made only when its list is
-// non-empty.
-func (d *Daemon) excluded(ev fan.Event, fi fan.FileInfo, uid uint32, scratch []byte) bool {
-	e := d.excl
+// non-empty. set are the settings in force for the event.
+func (d *Daemon) excluded(set *settings, ev fan.Event, fi fan.FileInfo, uid uint32, scratch []byte) bool {
+	e := set.excl
 	if e.HasUIDs() && uid != unknownUID && e.UID(uid) {
 		return true
 	}
@@ -1250,8 +1286,9 @@ const exeIDsRefresh = 10 * time.Second
 // upgrade of an excluded program and the next look up, the new program is
 // scanned: the safe side.
 func (d *Daemon) refreshExeIDs() {
-	ids := make(map[fan.FileID]struct{}, len(d.cfg.Protect.ExcludeExe))
-	for _, p := range d.cfg.Protect.ExcludeExe {
+	exe := d.live().excludeExe
+	ids := make(map[fan.FileID]struct{}, len(exe))
+	for _, p := range exe {
 		if id, err := fan.PathID(p); err == nil {
 			ids[id] = struct{}{}
 		}

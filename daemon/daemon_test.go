@@ -124,7 +124,8 @@ func TestHandleFastPath(t *testing.T) {
 			}
 			d.cfg.OnOverload = policy.Deny
 			d.cfg.OnOversize = policy.Deny
-			d.excl = policy.NewExclusions(policy.ProtectConfig{ExcludeUIDs: tt.excludeUIDs})
+			d.cfg.Protect = policy.ProtectConfig{ExcludeUIDs: tt.excludeUIDs}
+			d.storeSettings(d.cfg)
 			d.sched = newSched(d.cfg.MaxPending, d.cfg.MaxPendingPerUID, 2)
 			d.cache = testCache(t, 100, &d.stats)
 			for _, e := range tt.cached {
@@ -236,7 +237,8 @@ func BenchmarkHandleOwnPid(b *testing.B) {
 	d, _ := testDaemon(&testing.T{}, time.Hour)
 	d.kern = nopKernel{}
 	d.pid = 7
-	d.excl = policy.NewExclusions(policy.ProtectConfig{})
+	d.cfg.Protect = policy.ProtectConfig{}
+	d.storeSettings(d.cfg)
 	ev := fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 7, Pidfd: fan.NoPidfd}
 	var scratch [4096]byte
 	now := time.Now()

@@ -68,7 +68,8 @@ func TestFollowersAnsweredFirst(t *testing.T) {
 	k := &orderKernel{fakeKernel: fk}
 	d.kern = k
 	d.log = logInto(k)
-	d.excl = policy.NewExclusions(policy.ProtectConfig{})
+	d.cfg.Protect = policy.ProtectConfig{}
+	d.storeSettings(d.cfg)
 	d.cache = testCache(t, 100, &d.stats)
 	file := fan.FileInfo{ID: fan.FileID{Dev: 1, Ino: 42}, Stamp: fan.Stamp{CtimeNs: 5, Size: 10}, Mode: unix.S_IFREG | 0o644}
 	for fd := int32(3); fd <= 5; fd++ {

@@ -32,7 +32,7 @@ func (d *Daemon) feeds(now time.Time) []StatusFeed {
 		return []StatusFeed{}
 	}
 	fs := d.feedStatus()
-	AgeFeeds(fs, now, d.cfg.Update.MaxAge)
+	AgeFeeds(fs, now, d.live().feedsMaxAge)
 	return fs
 }
 

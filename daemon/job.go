@@ -58,7 +58,7 @@ func (j *job) start(ev fan.Event, uid uint32, fi fan.FileInfo, read time.Time) {
 	j.answered.Store(false)
 	j.started.Store(false)
 	j.refs.Store(2) // the scanning side's and the timer's
-	j.timer.Reset(j.d.cfg.Budget - time.Since(read))
+	j.timer.Reset(j.d.live().budget - time.Since(read))
 }
 
 // startClose arms a recycled job for the scan of a file a writer closed,
@@ -107,7 +107,7 @@ func (j *job) answerMarked(v policy.Verdict, oc eventOutcome, mark bool) (answer
 
 // expire runs on the timer's goroutine when the budget is spent.
 func (j *job) expire() {
-	if j.answer(j.d.cfg.OnTimeout, outcomeTimedOut) {
+	if j.answer(j.d.live().onTimeout, outcomeTimedOut) {
 		j.d.stats.TimedOut.Add(1)
 		j.d.unscanned.add(j.uid, unscannedTimeout)
 	}

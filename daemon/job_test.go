@@ -117,6 +117,7 @@ func testDaemon(t *testing.T, budget time.Duration) (*Daemon, *fakeKernel) {
 	d := &Daemon{cfg: cfg, kern: k, log: zap.NewNop(), scans: map[fan.FileID]*job{},
 		sched: newSched(cfg.MaxPending, cfg.MaxPendingPerUID, cfg.Workers), detections: newDetectionQueue(),
 		mounts: trustNoMounts{}}
+	d.storeSettings(cfg)
 	d.exeIDs.Store(&map[fan.FileID]struct{}{})
 	d.rules.Store(newRuleSet(nil, 1))
 	d.jobs.New = func() any { return newJob(d) }
@@ -193,6 +194,7 @@ func TestJobDeadline(t *testing.T) {
 	const budget = 50 * time.Millisecond
 	d, k := testDaemon(t, budget)
 	d.cfg.OnTimeout = policy.Deny
+	d.storeSettings(d.cfg)
 	d.inflight.Add(1)
 	j := d.jobs.Get().(*job)
 	read := time.Now()

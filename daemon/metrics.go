@@ -230,7 +230,7 @@ func (d *Daemon) unhealthyReason() string {
 		return "the event reader stopped"
 	}
 	now := time.Now().UnixNano()
-	limit := int64(2 * d.cfg.Budget)
+	limit := int64(2 * d.live().budget)
 	if since := d.readerBusy.Load(); since != 0 && now-since > limit {
 		return fmt.Sprintf("the event reader is stuck on one batch for %v (more than twice the budget)",
 			time.Duration(now-since).Round(time.Millisecond))
@@ -238,7 +238,7 @@ func (d *Daemon) unhealthyReason() string {
 	waiting, _ := d.sched.queued()
 	// A scan ends by scan_timeout; reading the file and wrapping the job
 	// up take no time the opener controls.
-	stuck := int64(d.cfg.ScanTimeout + 2*d.cfg.Budget)
+	stuck := int64(d.cfg.ScanTimeout + 2*d.live().budget)
 	for _, w := range d.workers {
 		since := w.busy.Load()
 		if since == 0 {
@@ -439,7 +439,7 @@ func (d *Daemon) status() Status {
 		PID:           os.Getpid(),
 		Started:       d.started,
 		UptimeSeconds: now.Sub(d.started).Seconds(),
-		Mode:          d.cfg.Mode.String(),
+		Mode:          d.live().mode.String(),
 		Health:        StatusHealth{Healthy: d.Healthy()},
 		Unscanned:     d.unscanned.named(d.owners),
 		Protected:     StatusProtected{Filesystems: d.filesystems.Load()},
@@ -460,7 +460,7 @@ func (d *Daemon) status() Status {
 		}
 	} else if r := d.recordingProblem(); r != "" {
 		st.Health.Healthy, st.Health.Reason = false, r
-	} else if r := feedProblem(st.Feeds, d.cfg.Update.MaxAge); r != "" {
+	} else if r := feedProblem(st.Feeds, d.live().feedsMaxAge); r != "" {
 		st.Health.Healthy, st.Health.Reason = false, r
 	}
 	rs := d.rules.Load().rs

@@ -221,7 +221,7 @@ func (q *closeQueue) close() {
 }
 
 // closeScanLimit is the largest file scanned on close.
-func (d *Daemon) closeScanLimit() int64 { return min(closeScanMax, d.cfg.MaxFileSize) }
+func (d *Daemon) closeScanLimit() int64 { return min(closeScanMax, d.live().maxFileSize) }
 
 // queueClose queues the file a writer closed (ev, stated as fi) for a
 // scan, unless it is not to be scanned on close: the daemon's own write,
@@ -236,7 +236,7 @@ func (d *Daemon) queueClose(ev fan.Event, fi fan.FileInfo, read time.Time, scrat
 		}
 	}
 	_, _, cached := d.cache.lookup(fi.ID, fi.Stamp, d.rules.Load().gen)
-	if ev.Pid == d.pid || fi.Stamp.Size > d.closeScanLimit() || cached || d.excluded(ev, fi, uid, scratch) {
+	if ev.Pid == d.pid || fi.Stamp.Size > d.closeScanLimit() || cached || d.excluded(d.live(), ev, fi, uid, scratch) {
 		d.stats.CloseSkipped.Add(1)
 		d.kern.CloseFd(ev.Fd)
 		d.closePidfd(ev.Pidfd)
@@ -328,12 +328,13 @@ func (w *worker) processClose(j *job) {
 	defer w.busy.Store(0)
 	defer d.closeDone()
 	o := outcome{pid: j.pid, read: j.read, size: j.info.Stamp.Size}
+	set := d.live()
 	rules, err := w.use()
-	v := d.cfg.OnError
+	v := set.onError
 	if err != nil {
 		o.err = err
 	} else {
-		v = w.scan(j, &o)
+		v = w.scan(set, j, &o)
 		d.stats.CloseScans.Add(1)
 	}
 	v = w.checkAllowList(&o, v)

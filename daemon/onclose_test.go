@@ -201,7 +201,7 @@ func TestNextClose(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d, k := testDaemon(t, time.Minute)
 			d.cache = testCache(t, 16, &d.stats)
-			d.excl = policy.NewExclusions(d.cfg.Protect)
+			d.storeSettings(d.cfg)
 			d.closeq = newCloseQueue(4, k.CloseFd, &d.stats)
 			k.files[fd], k.files[openFd] = tt.file, tt.file
 			k.notification[fd] = true

@@ -131,7 +131,7 @@ func recordAction(a policy.Action) string {
 // retain enforces quarantine.max_age and max_bytes at start and daily.
 func (d *Daemon) retain(ctx context.Context, q *QuarantineRecorder) {
 	for {
-		res, err := q.Retain(ctx, d.cfg.Quarantine.MaxAge, d.cfg.Quarantine.MaxBytes)
+		res, err := q.Retain(ctx, d.live().keepFor, d.cfg.Quarantine.MaxBytes)
 		if err != nil {
 			d.log.Warn("quarantine retention failed", zap.Error(err))
 		} else {

@@ -40,7 +40,8 @@ func record(mask uint64, fd, pid, pidfd int32) []byte {
 func BenchmarkReaderCacheHit(b *testing.B) {
 	d, _ := testDaemon(&testing.T{}, 0)
 	d.kern = nopKernel{}
-	d.excl = policy.NewExclusions(policy.ProtectConfig{})
+	d.cfg.Protect = policy.ProtectConfig{}
+	d.storeSettings(d.cfg)
 	d.cache = testCache(b, 1000, &d.stats)
 	d.cache.store(cacheEntry{stamp: fan.Stamp{}, gen: 1, verdict: policy.Allow})
 	const events = 64
@@ -116,7 +117,8 @@ func TestReaderMalformedRecords(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d, k := testDaemon(t, time.Hour)
 			d.cfg.OnError = policy.Deny
-			d.excl = policy.NewExclusions(policy.ProtectConfig{})
+			d.cfg.Protect = policy.ProtectConfig{}
+			d.storeSettings(d.cfg)
 			d.cache = testCache(t, 1000, &d.stats)
 			var buf []byte
 			for _, r := range tt.records {
@@ -178,7 +180,8 @@ func FuzzReaderBatch(f *testing.F) {
 		d, _ := testDaemon(t, time.Hour)
 		k := &countingKernel{}
 		d.kern = k
-		d.excl = policy.NewExclusions(policy.ProtectConfig{})
+		d.cfg.Protect = policy.ProtectConfig{}
+		d.storeSettings(d.cfg)
 		d.cache = testCache(t, 10, &d.stats) // every file is cached: answered at once
 		d.cache.store(cacheEntry{gen: 1, verdict: policy.Allow})
 		want, fatal := 0, false
@@ -216,7 +219,8 @@ func (trustAllMounts) Trusted(uint64) bool { return true }
 func TestNoPathOnCacheHit(t *testing.T) {
 	d, k := testDaemon(t, time.Hour)
 	d.mounts = trustAllMounts{}
-	d.excl = policy.NewExclusions(policy.ProtectConfig{ExcludePaths: []string{"/nowhere/excluded"}})
+	d.cfg.Protect = policy.ProtectConfig{ExcludePaths: []string{"/nowhere/excluded"}}
+	d.storeSettings(d.cfg)
 	d.cache = testCache(t, 100, &d.stats)
 	file := func(ino uint64) fan.FileInfo {
 		return fan.FileInfo{ID: fan.FileID{Dev: 1, Ino: ino}, Stamp: fan.Stamp{CtimeNs: 1, Size: 10}, Mode: unix.S_IFREG | 0o644}
@@ -288,7 +292,8 @@ func BenchmarkReaderCacheHitTmpfs(b *testing.B) {
 		b.Run(bm.name, func(b *testing.B) {
 			d, _ := testDaemon(&testing.T{}, 0)
 			d.kern = statKernel{stat: bm.stat}
-			d.excl = policy.NewExclusions(policy.ProtectConfig{})
+			d.cfg.Protect = policy.ProtectConfig{}
+			d.storeSettings(d.cfg)
 			d.cache = testCache(b, 1000, &d.stats)
 			d.cache.store(cacheEntry{id: fi.ID, stamp: fi.Stamp, gen: 1, verdict: policy.Allow})
 			var scratch [4096]byte

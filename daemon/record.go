@@ -78,12 +78,13 @@ type Detection struct {
 // action of its rules (quarantine over deny over audit); audit in audit
 // mode.
 func (d *Daemon) action(matches []scanner.Match) policy.Action {
-	if d.cfg.Mode == policy.Audit {
+	set := d.live()
+	if set.mode == policy.Audit {
 		return policy.ActionAudit
 	}
 	a := policy.ActionAudit
 	for _, m := range matches {
-		switch policy.Effective(m.Action, d.cfg.Quarantine.Action) {
+		switch policy.Effective(m.Action, set.action) {
 		case policy.ActionQuarantine:
 			a = policy.ActionQuarantine
 		case policy.ActionDeny:

@@ -184,7 +184,8 @@ func TestSchedKeepsAWorkerFree(t *testing.T) {
 func BenchmarkQueuedEvent(b *testing.B) {
 	d, _ := testDaemon(&testing.T{}, time.Hour)
 	d.kern = nopKernel{}
-	d.excl = policy.NewExclusions(policy.ProtectConfig{})
+	d.cfg.Protect = policy.ProtectConfig{}
+	d.storeSettings(d.cfg)
 	d.cache = testCache(b, 100, &d.stats)
 	ev := fan.Event{Mask: unix.FAN_OPEN_PERM, Fd: 3, Pid: 7, Pidfd: 4}
 	var scratch [4096]byte

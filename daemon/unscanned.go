@@ -115,10 +115,11 @@ func (d *Daemon) logUnscanned(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		set := d.live()
 		msg := "opens allowed unscanned"
-		if d.cfg.OnTimeout == policy.Deny && d.cfg.OnOverload == policy.Deny {
+		if set.onTimeout == policy.Deny && set.onOverload == policy.Deny {
 			msg = "opens denied unscanned"
-		} else if d.cfg.OnTimeout == policy.Deny || d.cfg.OnOverload == policy.Deny {
+		} else if set.onTimeout == policy.Deny || set.onOverload == policy.Deny {
 			msg = "opens answered unscanned"
 		}
 		lines, more, moreOpens := 0, 0, uint64(0)
@@ -136,8 +137,8 @@ func (d *Daemon) logUnscanned(ctx context.Context) {
 			}
 			lines++
 			d.log.Warn(msg, zap.Int64("uid", uidField(e.UID)), zap.String("user", d.userName(e.UID)),
-				zap.Uint64("timed_out", timedOut), zap.Stringer("on_timeout", d.cfg.OnTimeout),
-				zap.Uint64("overloaded", overloaded), zap.Stringer("on_overload", d.cfg.OnOverload),
+				zap.Uint64("timed_out", timedOut), zap.Stringer("on_timeout", set.onTimeout),
+				zap.Uint64("overloaded", overloaded), zap.Stringer("on_overload", set.onOverload),
 				zap.Duration("in", unscannedLogInterval))
 		}
 		if more > 0 {

@@ -193,12 +193,13 @@ func (w *worker) process(j *job) {
 	w.busy.Store(time.Now().UnixNano())
 	defer w.busy.Store(0)
 	o := outcome{pid: j.pid, read: j.read, size: j.info.Stamp.Size}
+	set := d.live()
 	rules, err := w.use()
-	v := d.cfg.OnError
+	v := set.onError
 	if err != nil {
 		o.err = err
 	} else {
-		v = w.scan(j, &o)
+		v = w.scan(set, j, &o)
 	}
 	v = w.checkAllowList(&o, v) // detections only, before the answer
 	o.verdict = v
@@ -229,7 +230,7 @@ func (w *worker) process(j *job) {
 	if o.err != nil {
 		d.stats.Errors.Add(1)
 		d.log.Warn("cannot scan file, answered with on_error", zap.ByteString("path", []byte(o.path)),
-			zap.Int32("pid", o.pid), zap.Stringer("verdict", d.cfg.OnError), zap.Error(o.err))
+			zap.Int32("pid", o.pid), zap.Stringer("verdict", set.onError), zap.Error(o.err))
 	}
 	if o.scanTime > 0 {
 		// Who makes the daemon work, for the status: the talkers'
@@ -248,7 +249,7 @@ func (w *worker) process(j *job) {
 	}
 	answered := v
 	if o.late {
-		answered = d.cfg.OnTimeout
+		answered = set.onTimeout
 	}
 	det := d.newDetection(&o, info, uid, rules, v, answered, pidfd, size)
 	det.Late = o.late
@@ -403,9 +404,9 @@ func (w *worker) answerFollowers(followers []*job, v policy.Verdict, oc eventOut
 	}
 }
 
-// scan decides the verdict of one event with the worker's scanner. It
-// reads the file through the event fd only.
-func (w *worker) scan(j *job, o *outcome) policy.Verdict {
+// scan decides the verdict of one event with the worker's scanner, by the
+// settings set. It reads the file through the event fd only.
+func (w *worker) scan(set *settings, j *job, o *outcome) policy.Verdict {
 	d := w.d
 	// The path before the scan: the rules' external variables (filename,
 	// filepath, extension) need it, and the rules cannot say whether
@@ -422,7 +423,7 @@ func (w *worker) scan(j *job, o *outcome) policy.Verdict {
 	n, err := fan.ReadFull(j.fd, w.buf[:size])
 	if err != nil {
 		o.err = err
-		return d.cfg.OnError
+		return set.onError
 	}
 	data := w.buf[:n]
 	vars := scanner.VarsFor(strings.TrimSuffix(o.path, " (deleted)"), data[:min(n, 64)], d.owner(j.info.UID))
@@ -435,14 +436,14 @@ func (w *worker) scan(j *job, o *outcome) policy.Verdict {
 	d.stats.BytesScanned.Add(uint64(n))
 	if err != nil {
 		o.err = err
-		return d.cfg.OnError
+		return set.onError
 	}
 	o.n = n
 	o.complete = int64(n) == size
 	o.matches = matches
 	v := policy.Allow
 	for _, m := range matches {
-		if policy.Decide(d.cfg.Mode, policy.Effective(m.Action, d.cfg.Quarantine.Action)) == policy.Deny {
+		if policy.Decide(set.mode, policy.Effective(m.Action, set.action)) == policy.Deny {
 			v = policy.Deny
 		}
 	}

@@ -12,12 +12,14 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/fanguard/fanguard/daemon"
+	"github.com/fanguard/fanguard/policy"
 	"github.com/fanguard/fanguard/scanner"
 	"github.com/fanguard/fanguard/systemd"
 )
 
 func newDaemonCommand() *cobra.Command {
 	var flags configFlags
+	var check bool
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the on-access scanning daemon in the foreground",
@@ -25,14 +27,24 @@ func newDaemonCommand() *cobra.Command {
 (CAP_SYS_ADMIN for fanotify). It loads the rules, marks every protected
 filesystem (protect.paths, or every local filesystem of protect.fs_types),
 tells systemd READY=1, and answers every open until SIGTERM or SIGINT.
-SIGHUP reloads the rules (the rules in force stay if the new ones do not
-load); SIGUSR1 logs the counters. Logs go to standard error.`,
+SIGHUP reloads the configuration and the rules, as fanguard reload does
+(what is in force stays if the new ones do not load); SIGUSR1 logs the
+counters. Logs go to standard error.
+
+With --check it only checks: it reads the configuration, compiles the
+rules, prints the mode, the rules and the filesystems the daemon would
+protect, and exits 0 if the daemon would start, 78 (EX_CONFIG) if not. It
+places no mark and needs no privilege beyond reading the files.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if check {
+				return runCheck(&flags, cmd.Flags().Changed("config"), cmd.OutOrStdout())
+			}
 			return runDaemon(&flags, cmd.Flags().Changed("config"))
 		},
 	}
 	flags.register(cmd.Flags())
+	cmd.Flags().BoolVar(&check, "check", false, "check the configuration and the rules, print what would be protected, and exit (0: would start, 78: would not)")
 	return cmd
 }
 
@@ -45,11 +57,19 @@ func runDaemon(flags *configFlags, explicit bool) error {
 	if err != nil {
 		return err
 	}
-	log, logDropped, closeLog, err := newLogger(level)
+	log, logDropped, closeLog, err := newLogger(zapcore.DebugLevel)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
+	// The level in force, which a reload changes (log.level).
+	logLevel := zap.NewAtomicLevelAt(level)
+	log = log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		if lc, err := zapcore.NewIncreaseLevelCore(c, logLevel); err == nil {
+			return lc
+		}
+		return c
+	}))
 
 	rules, err := loadRulesFallback(cfg, log)
 	if err != nil {
@@ -83,6 +103,8 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		Config:     cfg,
 		Rules:      rules,
 		LoadRules:  func() (*scanner.Ruleset, error) { return loadRulesFallback(cfg, log) },
+		LoadConfig: func() (policy.Config, error) { return flags.load(explicit) },
+		LogLevel:   &logLevel,
 		RuleDirs:   cfg.Rules.Dirs,
 		Logger:     log,
 		Owners:     owners,

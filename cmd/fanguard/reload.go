@@ -8,10 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fanguard/fanguard/policy"
 )
 
 func newReloadCommand() *cobra.Command {
@@ -19,10 +22,15 @@ func newReloadCommand() *cobra.Command {
 	var socket string
 	cmd := &cobra.Command{
 		Use:   "reload",
-		Short: "Reload the rules of the running daemon, and wait until they are in force",
-		Long: `Ask the running daemon to compile its rules again and put them in force.
-It returns when the new rules are in force (exit 0), or with the reason they
-were not (exit 1): the rules in force then stay. Scans already running finish
+		Short: "Reload the configuration and the rules of the running daemon, and wait until they are in force",
+		Long: `Ask the running daemon to read its configuration file again, compile its
+rules again, and put both in force. It returns when they are (exit 0), or
+with the reason they were not (exit 1): a configuration that does not load,
+or rules that do not, change nothing. Keys of the configuration that can
+change live (mode, budget, on_*, exclusions, log.level, quarantine.action
+and max_age, max_file_size) are in force at once; the others (workers,
+cache, control socket, protected paths...) are listed as needing a
+restart, and keep their values until then. Scans already running finish
 with the old rules; no open waits for the compile. Talks to the daemon over
 its control socket ([control] socket, root only). Exit 3: no daemon running.`,
 		Args: cobra.NoArgs,
@@ -42,6 +50,9 @@ its control socket ([control] socket, root only). Exit 3: no daemon running.`,
 // controlSocket is the control socket named by --socket, or else by the
 // configuration.
 func controlSocket(cmd *cobra.Command, flags *configFlags, socket string) (string, error) {
+	if len(flags.rulesDir) > 0 {
+		return "", exitError{code: 2, err: fmt.Errorf("--rules-dir does not apply to %s: the daemon uses the rule directories of its configuration (--config names the configuration, which names the control socket; --socket the socket itself)", cmd.Name())}
+	}
 	if socket != "" {
 		return socket, nil
 	}
@@ -95,6 +106,10 @@ func runReload(ctx context.Context, socket string, out io.Writer) error {
 			Line int    `json:"Line"`
 			Msg  string `json:"Msg"`
 		} `json:"broken"`
+		Config struct {
+			Applied       []policy.Change `json:"applied"`
+			RestartNeeded []policy.Change `json:"restart_needed"`
+		} `json:"config"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
 		return exitError{code: 1, err: fmt.Errorf("reading the daemon's answer (HTTP %d): %w", resp.StatusCode, err)}
@@ -117,5 +132,18 @@ func runReload(ctx context.Context, socket string, out io.Writer) error {
 		how += ", unchanged (cached verdicts kept)"
 	}
 	fmt.Fprintf(out, "rules reloaded: %d rules from %d files, generation %.16s, %s in %d ms\n", res.Rules, res.Files, res.Generation, how, res.TookMS)
+	for _, c := range res.Config.Applied {
+		fmt.Fprintf(out, "configuration changed: %s\n", c)
+	}
+	if len(res.Config.RestartNeeded) > 0 {
+		names := make([]string, len(res.Config.RestartNeeded))
+		for i, c := range res.Config.RestartNeeded {
+			names[i] = c.String()
+		}
+		fmt.Fprintf(out, "restart needed for: %s\n", strings.Join(names, ", "))
+	}
+	if len(res.Config.Applied)+len(res.Config.RestartNeeded) == 0 {
+		fmt.Fprintln(out, "configuration unchanged")
+	}
 	return nil
 }
