@@ -32,7 +32,7 @@ deps:
 	$(GO) mod download
 
 build: deps
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/fanguard ./cmd/fanguard
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/fanguard ./cmd/fanguard
 
 run: build
 	./bin/fanguard daemon --config configs/fanguard.toml --rules-dir configs/rules.d

@@ -136,7 +136,7 @@ func buildAndRun(m *testing.M) int {
 	if testutil.RaceEnabled {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, "../cmd/fanguard")...)
+	cmd := exec.Command("go", append(args, "-trimpath", "../cmd/fanguard")...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "building fanguard: %v\n", err)

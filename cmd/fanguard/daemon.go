@@ -26,7 +26,13 @@ func newDaemonCommand() *cobra.Command {
 filesystem (protect.paths, or every local filesystem of protect.fs_types),
 tells systemd READY=1, and answers every open until SIGTERM or SIGINT.
 SIGHUP reloads the rules (the rules in force stay if the new ones do not
-load); SIGUSR1 logs the counters. Logs go to standard error.`,
+load); SIGUSR1 logs the counters. Logs go to the journal when standard error
+is the journal's stream, else to standard error ([log] format).
+
+Exit status: 0 after SIGTERM or SIGINT; 78 (EX_CONFIG) when the
+configuration or the rules are wrong (an unknown key, a bad value, a
+missing --rules-dir, no rule at all): fix them, restarting will not help;
+1 or 2 on other failures.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDaemon(&flags, cmd.Flags().Changed("config"))
@@ -39,7 +45,7 @@ load); SIGUSR1 logs the counters. Logs go to standard error.`,
 func runDaemon(flags *configFlags, explicit bool) error {
 	cfg, err := flags.load(explicit)
 	if err != nil {
-		return err
+		return exitError{code: exitConfig, err: err}
 	}
 	level, err := zapcore.ParseLevel(cfg.Log.Level)
 	if err != nil {
@@ -53,7 +59,10 @@ func runDaemon(flags *configFlags, explicit bool) error {
 
 	rules, err := loadRulesFallback(cfg, log)
 	if err != nil {
-		return err
+		// The rule directories are configuration; no rules at all too:
+		// the administrator must add or fix them. The error names the
+		// directories and the broken files.
+		return exitError{code: exitConfig, err: err}
 	}
 	for _, b := range rules.Broken {
 		log.Error("rule file left out", zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
