@@ -160,4 +160,3 @@ func withoutEnv(env []string, names ...string) []string {
 		return slices.Contains(names, k)
 	})
 }
-
