@@ -71,13 +71,17 @@ type cmdline struct {
 	err    error
 }
 
-// describe fills in who opened a detected file, from /proc under the
-// opener's pid, and whether the record's path still names the file. It
+// describe fills in who opened a detected file: the user's name, and from
+// /proc under the opener's pid its executable, command line and cgroup
+// (its systemd unit or container), and whether the record's path still names the file. It
 // runs after the answer, on the describing goroutine; every read is
 // bounded. What was read is kept only if the opener's pidfd shows,
 // after the reads, that the pid was still the opener's.
 func (d *Daemon) describe(det *Detection) {
 	det.Path = detectionPath(det.Path, det.File.ID)
+	if det.UID >= 0 && det.UID <= 1<<32-1 {
+		det.User = d.userName(uint32(det.UID))
+	}
 	if det.pidfd < 0 {
 		det.OpenerExited = true
 		return
@@ -100,11 +104,19 @@ func (d *Daemon) describe(det *Detection) {
 	if !ok {
 		det.OpenerUnread = true
 	}
+	cg, ok := bounded(&d.procReads, func() []byte {
+		b, _ := readCgroup(pid)
+		return b
+	})
+	if !ok {
+		det.OpenerUnread = true
+	}
 	if fan.PidfdAlive(det.pidfd) {
 		det.Exe = exe
 		if cl.err == nil {
 			det.Cmdline, det.CmdlineLen = cl.b, cl.length
 		}
+		det.Unit, det.Container = parseCgroup(cg)
 	} else {
 		det.OpenerExited = true
 	}

@@ -439,16 +439,16 @@ func (d *daemon) stop() map[string]float64 {
 // them.
 func (d *daemon) counters() map[string]float64 {
 	d.t.Helper()
-	before := strings.Count(d.Log(), "\tstats\t")
+	before := strings.Count(d.Log(), "\tstats: ")
 	if err := d.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		d.t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if log := d.Log(); strings.Count(log, "\tstats\t") > before {
+		if log := d.Log(); strings.Count(log, "\tstats: ") > before {
 			lines := strings.Split(strings.TrimSpace(log), "\n")
 			for i := len(lines) - 1; i >= 0; i-- {
-				if strings.Contains(lines[i], "\tstats\t") {
+				if strings.Contains(lines[i], "\tstats: ") {
 					return fields(d.t, lines[i])
 				}
 			}
