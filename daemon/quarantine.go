@@ -76,6 +76,9 @@ func (q *QuarantineRecorder) Record(ctx context.Context, d *Detection) (int64, e
 		Exe:             []byte(d.Exe),
 		Cmdline:         d.Cmdline,
 		CmdlineLen:      d.CmdlineLen,
+		ProcUser:        d.User,
+		Unit:            d.Unit,
+		Container:       d.Container,
 		RulesGeneration: d.RulesGeneration,
 	}
 	if d.UID >= 0 {
