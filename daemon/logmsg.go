@@ -48,8 +48,9 @@ func plural[T ~int | ~int64 | ~uint64](n T, noun string) string {
 //
 //	detection: EICAR_Test_File in /tmp/x.com opened by /usr/bin/cat (pid 123, uid 1000 alice): denied, quarantined (record 7)
 //
-// A late detection and a detection on close say so; the rule's severity
-// and description (rule metadata) follow its name when it has them.
+// A late detection and a detection on close say so. The rule's severity
+// (rule metadata) follows its name, and its description ends the message,
+// when it has them.
 func detectionMessage(det *Detection, m *scanner.Match, id int64) string {
 	var b strings.Builder
 	switch {
@@ -61,14 +62,8 @@ func detectionMessage(det *Detection, m *scanner.Match, id int64) string {
 		b.WriteString("detection: ")
 	}
 	b.WriteString(printable(m.Rule))
-	sev, desc := m.Meta["severity"], m.Meta["description"]
-	switch {
-	case sev != "" && desc != "":
-		b.WriteString(" (" + printable(sev) + ": " + printable(desc) + ")")
-	case sev != "":
-		b.WriteString(" (" + printable(sev) + ")")
-	case desc != "":
-		b.WriteString(" (" + printable(desc) + ")")
+	if sev := m.Meta["severity"]; sev != "" {
+		b.WriteString(" (severity " + printable(sev) + ")")
 	}
 	b.WriteString(" in ")
 	b.WriteString(printable(det.Path))
@@ -80,6 +75,9 @@ func detectionMessage(det *Detection, m *scanner.Match, id int64) string {
 	b.WriteString(openerText(det))
 	b.WriteString(": ")
 	b.WriteString(outcomeText(det, id))
+	if desc := m.Meta["description"]; desc != "" {
+		b.WriteString("; " + printable(desc))
+	}
 	return b.String()
 }
 

@@ -56,9 +56,9 @@ func TestDetectionMessage(t *testing.T) {
 		{"on close", base(func(d *Detection) { d.OnClose = true }), eicar, 11,
 			"detection on close: EICAR_Test_File in /tmp/x.com written by /usr/bin/cat (pid 123, uid 1000 alice): later opens denied, quarantined (record 11)"},
 		{"severity and description", base(func(d *Detection) { d.Unit = "php-fpm.service" }), rated, 12,
-			"detection: Webshell_X (high: PHP web shell) in /tmp/x.com opened by /usr/bin/cat (pid 123, uid 1000 alice, unit php-fpm.service): denied, quarantined (record 12)"},
+			"detection: Webshell_X (severity high) in /tmp/x.com opened by /usr/bin/cat (pid 123, uid 1000 alice, unit php-fpm.service): denied, quarantined (record 12); PHP web shell"},
 		{"severity only", base(nil), scanner.Match{Rule: "R", Meta: map[string]string{"severity": "low"}}, 1,
-			"detection: R (low) in /tmp/x.com opened by /usr/bin/cat (pid 123, uid 1000 alice): denied, quarantined (record 1)"},
+			"detection: R (severity low) in /tmp/x.com opened by /usr/bin/cat (pid 123, uid 1000 alice): denied, quarantined (record 1)"},
 		{"container before unit", base(func(d *Detection) { d.Unit, d.Container = "init.scope", "3f2a9c1b7e6d" }), eicar, 13,
 			"detection: EICAR_Test_File in /tmp/x.com opened by /usr/bin/cat (pid 123, uid 1000 alice, container 3f2a9c1b7e6d): denied, quarantined (record 13)"},
 		{"no user name", base(func(d *Detection) { d.User = "" }), eicar, 14,
@@ -72,7 +72,7 @@ func TestDetectionMessage(t *testing.T) {
 		{"hostile path", base(func(d *Detection) { d.Path = []byte("/tmp/bad\nname\x1b[31m\u202e.com\xff") }), eicar, 18,
 			`detection: EICAR_Test_File in "/tmp/bad\nname\x1b[31m\u202e.com\xff" opened by /usr/bin/cat (pid 123, uid 1000 alice): denied, quarantined (record 18)`},
 		{"hostile metadata", base(nil), scanner.Match{Rule: "R", Meta: map[string]string{"description": "a\nb"}}, 19,
-			`detection: R ("a\nb") in /tmp/x.com opened by /usr/bin/cat (pid 123, uid 1000 alice): denied, quarantined (record 19)`},
+			`detection: R in /tmp/x.com opened by /usr/bin/cat (pid 123, uid 1000 alice): denied, quarantined (record 19); "a\nb"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,8 +192,8 @@ func TestDetectionJournal(t *testing.T) {
 	}
 	got := parseJournalEntry(t, buf[:n])
 	want := map[string]string{
-		"MESSAGE": `detection: Webshell_X (high: PHP web shell) in "/srv/up\nload/x.php" opened by /usr/sbin/php-fpm8.2 ` +
-			`(pid 4242, uid 1000 alice, unit php-fpm8.2.service): denied, quarantined (record 7)`,
+		"MESSAGE": `detection: Webshell_X (severity high) in "/srv/up\nload/x.php" opened by /usr/sbin/php-fpm8.2 ` +
+			`(pid 4242, uid 1000 alice, unit php-fpm8.2.service): denied, quarantined (record 7); PHP web shell`,
 		"PRIORITY":             "4",
 		"MESSAGE_ID":           systemd.DetectionMessageID,
 		"FANGUARD_PATH":        path,

@@ -2,15 +2,18 @@ package test
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // exitConfig is the status `fanguard daemon` exits with on a configuration
@@ -159,4 +162,78 @@ func withoutEnv(env []string, names ...string) []string {
 		k, _, _ := strings.Cut(kv, "=")
 		return slices.Contains(names, k)
 	})
+}
+
+// TestJSONLog runs the daemon with [log] format = "json" and checks what a
+// log shipper reads: one JSON object per line, with "time" (RFC 3339,
+// nanoseconds), "priority", "message", and the fields under the journal's
+// names; a detection's message reads on its own, the opener named by user,
+// and durations carry their unit.
+func TestJSONLog(t *testing.T) {
+	d := startDaemon(t, options{tables: "[log]\nformat = \"json\"\n"})
+	bad := filepath.Join(d.Dir, "eicar.com")
+	writeFile(t, bad, eicar, 0o644)
+	cat := exec.Command("cat", bad)
+	if err := cat.Run(); err == nil {
+		t.Fatalf("cat %s succeeded, want it denied", bad)
+	}
+	line := d.waitLog(5*time.Second, `"message":"detection: EICAR_Test_File`)
+	var got map[string]any
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatalf("detection line is not one JSON object: %v\n%s", err, line)
+	}
+	if ts, ok := got["time"].(string); !ok {
+		t.Errorf("no time in %s", line)
+	} else if _, err := time.Parse(time.RFC3339Nano, ts); err != nil || !strings.Contains(ts, ".") {
+		t.Errorf("time %q is not RFC 3339 with fractions: %v", ts, err)
+	}
+	catPath, err := exec.LookPath("cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	catExe, err := filepath.EvalSymlinks(catPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := regexp.MustCompile(`^detection: EICAR_Test_File \(severity low\) in ` + regexp.QuoteMeta(bad) +
+		` opened by ` + regexp.QuoteMeta(catExe) + ` \(pid ` + strconv.Itoa(cat.Process.Pid) +
+		`, uid 0 root(, unit [^ ,)]+|, container [0-9a-f]{12})?\): denied \(record [0-9]+\); EICAR anti-malware test file \(harmless test string\)$`)
+	if m, _ := got["message"].(string); !msg.MatchString(m) {
+		t.Errorf("message %q does not match %s", m, msg)
+	}
+	for k, want := range map[string]any{
+		"priority":    float64(4),
+		"message_id":  "b8ad2451685fd5a3e5cad5729a4f7c3d",
+		"rule":        "EICAR_Test_File",
+		"path":        bad,
+		"exe":         catExe,
+		"uid":         float64(0),
+		"user":        "root",
+		"severity":    "low",
+		"description": "EICAR anti-malware test file (harmless test string)",
+		"answered":    "deny",
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %#v, want %#v", k, got[k], want)
+		}
+	}
+
+	// The start-up lines: the filesystem by mount point and type, and
+	// durations with their unit.
+	line = d.waitLog(time.Second, `"message":"protecting filesystem `+d.Dir+` (tmpfs, tmpfs)"`)
+	if !strings.Contains(line, `"mount":"`+d.Dir+`"`) {
+		t.Errorf("protecting filesystem line without its mount field: %s", line)
+	}
+	line = d.waitLog(time.Second, `"message":"protecting 1 filesystem with `)
+	var start map[string]any
+	if err := json.Unmarshal([]byte(line), &start); err != nil {
+		t.Fatalf("%v: %s", err, line)
+	}
+	for _, k := range []string{"budget", "rules_load"} {
+		v, _ := start[k].(string)
+		if _, err := time.ParseDuration(v); err != nil {
+			t.Errorf("%s = %#v, want a duration with its unit", k, start[k])
+		}
+	}
+	t.Logf("detection: %s", d.waitLog(time.Second, `"message":"detection: EICAR_Test_File`))
 }
