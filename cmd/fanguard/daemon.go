@@ -32,7 +32,7 @@ is the journal's stream, else to standard error ([log] format).
 Exit status: 0 after SIGTERM or SIGINT; 78 (EX_CONFIG) when the
 configuration or the rules are wrong (an unknown key, a bad value, a
 missing --rules-dir, no rule at all): fix them, restarting will not help;
-1 or 2 on other failures.`,
+2 on any other failure.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDaemon(&flags, cmd.Flags().Changed("config"))
