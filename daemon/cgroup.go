@@ -5,26 +5,38 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 )
 
 // maxCgroupFile bounds what is read of /proc/PID/cgroup: a cgroup v2 host
 // has one line; a hybrid v1 host about a dozen.
-const maxCgroupFile = 16 << 10
+const maxCgroupFile = 8 << 10
 
-// readCgroup reads /proc/pid/cgroup, at most maxCgroupFile bytes. Call it
-// through bounded: procfs reads of another process are not ours to time.
-func readCgroup(pid int32) ([]byte, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+// openerCgroup reads /proc/pid/cgroup (at most maxCgroupFile bytes, into a
+// buffer of its own: one runs for every detection) and returns the unit
+// and container parseCgroup finds there. Call it through bounded: procfs
+// reads of another process are not ours to time.
+func openerCgroup(pid int32) (unit, container string, err error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/cgroup")
 	if err != nil {
-		return nil, fmt.Errorf("reading cgroup of pid %d: %w", pid, err)
+		return "", "", fmt.Errorf("reading cgroup of pid %d: %w", pid, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxCgroupFile))
-	if err != nil {
-		return nil, fmt.Errorf("reading cgroup of pid %d: %w", pid, err)
+	var buf [maxCgroupFile]byte
+	n := 0
+	for n < len(buf) {
+		m, err := f.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("reading cgroup of pid %d: %w", pid, err)
+		}
 	}
-	return b, nil
+	unit, container = parseCgroup(buf[:n])
+	return unit, container, nil
 }
 
 // containerPrefixes are the prefixes of the scope (or directory) names that

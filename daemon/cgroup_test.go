@@ -49,20 +49,23 @@ func TestParseCgroup(t *testing.T) {
 	}
 }
 
-// TestReadCgroupSelf reads this process's own cgroup file: whatever it
-// holds, the parser copes, and the read is bounded.
-func TestReadCgroupSelf(t *testing.T) {
-	b, err := readCgroup(int32(os.Getpid()))
+// TestOpenerCgroupSelf reads this process's own cgroup file, whatever it
+// holds, as describe reads an opener's.
+func TestOpenerCgroupSelf(t *testing.T) {
+	unit, container, err := openerCgroup(int32(os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) == 0 || len(b) > maxCgroupFile {
-		t.Fatalf("read %d bytes of /proc/self/cgroup, want 1 to %d", len(b), maxCgroupFile)
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
 	}
-	unit, container := parseCgroup(b)
-	t.Logf("/proc/%d/cgroup: %q → unit %q, container %q", os.Getpid(), b, unit, container)
-	if _, err := readCgroup(-1); err == nil {
-		t.Error("readCgroup(-1) succeeded")
+	wantUnit, wantContainer := parseCgroup(data)
+	if unit != wantUnit || container != wantContainer {
+		t.Errorf("openerCgroup(self) = %q, %q; parseCgroup of /proc/self/cgroup gives %q, %q", unit, container, wantUnit, wantContainer)
+	}
+	if _, _, err := openerCgroup(-1); err == nil {
+		t.Error("openerCgroup(-1) succeeded")
 	}
 }
 

@@ -65,6 +65,11 @@ func bounded[T any](r *procReads, fn func() T) (T, bool) {
 	}
 }
 
+// opener is what describe reads of an opener besides its command line.
+type opener struct {
+	exe, unit, container string
+}
+
 type cmdline struct {
 	b      []byte
 	length int64
@@ -87,12 +92,16 @@ func (d *Daemon) describe(det *Detection) {
 		return
 	}
 	pid := det.PID
-	exe, ok := bounded(&d.procReads, func() string {
+	// The executable and the cgroup in one read: neither takes a lock
+	// the opener holds for long.
+	op, ok := bounded(&d.procReads, func() opener {
+		var o opener
 		var buf [4096]byte
 		if p, err := fan.ExePath(pid, buf[:]); err == nil {
-			return string(p)
+			o.exe = string(p)
 		}
-		return ""
+		o.unit, o.container, _ = openerCgroup(pid)
+		return o
 	})
 	if !ok {
 		det.OpenerUnread = true
@@ -104,19 +113,11 @@ func (d *Daemon) describe(det *Detection) {
 	if !ok {
 		det.OpenerUnread = true
 	}
-	cg, ok := bounded(&d.procReads, func() []byte {
-		b, _ := readCgroup(pid)
-		return b
-	})
-	if !ok {
-		det.OpenerUnread = true
-	}
 	if fan.PidfdAlive(det.pidfd) {
-		det.Exe = exe
+		det.Exe, det.Unit, det.Container = op.exe, op.unit, op.container
 		if cl.err == nil {
 			det.Cmdline, det.CmdlineLen = cl.b, cl.length
 		}
-		det.Unit, det.Container = parseCgroup(cg)
 	} else {
 		det.OpenerExited = true
 	}
