@@ -50,7 +50,7 @@ deps:
 	$(GO) mod download
 
 build: deps
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/fanguard ./cmd/fanguard
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/fanguard ./cmd/fanguard
 
 # man: the manual pages, from the commands and from configs/fanguard.toml's
 # comments, and the shell completions, from the commands.
@@ -82,6 +82,7 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME) ./fan/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMountInfo$$' -fuzztime $(FUZZTIME) ./fan/
 	$(GO) test -run '^$$' -fuzz '^FuzzReaderBatch$$' -fuzztime $(FUZZTIME) ./daemon/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCgroup$$' -fuzztime $(FUZZTIME) ./daemon/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzMerge$$' -fuzztime $(FUZZTIME) ./scanner/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./scanner/

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/sha256"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -93,10 +94,12 @@ func (d *Daemon) refreshAllowList(ctx context.Context, force bool) (int, error) 
 	d.allowOK()
 	switch {
 	case removed > 0:
-		d.log.Info("allow list changed", zap.Int("entries", len(next.sums)), zap.Int("added", added), zap.Int("removed", removed))
+		d.log.Info("allow list changed: "+plural(len(next.sums), "entry")+" ("+strconv.Itoa(added)+" added, "+strconv.Itoa(removed)+" removed)",
+			zap.Int("entries", len(next.sums)), zap.Int("added", added), zap.Int("removed", removed))
 		d.invalidateAll("sums left the allow list")
 	case added > 0:
-		d.log.Info("allow list changed", zap.Int("entries", len(next.sums)), zap.Int("added", added))
+		d.log.Info("allow list changed: "+plural(len(next.sums), "entry")+" ("+strconv.Itoa(added)+" added)",
+			zap.Int("entries", len(next.sums)), zap.Int("added", added))
 		d.cache.forgetDetections()
 	}
 	return len(next.sums), nil
@@ -107,7 +110,7 @@ func (d *Daemon) refreshAllowList(ctx context.Context, force bool) (int, error) 
 func (d *Daemon) allowFailed(err error) error {
 	e := err.Error()
 	if d.allowErr.Swap(&e) == nil {
-		d.log.Error("cannot read the allow list; the last one read stays in force", zap.Error(err))
+		d.log.Error("cannot read the allow list; the last one read stays in force: "+err.Error(), zap.Error(err))
 	}
 	return err
 }

@@ -133,7 +133,7 @@ func (d *Daemon) serveControl(ctx context.Context, ln net.Listener, reg promethe
 		srv.Shutdown(shut)
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		d.log.Error("control socket failed", zap.Error(err))
+		d.log.Error("control socket failed: "+err.Error(), zap.Error(err))
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -342,7 +343,7 @@ func (groupKernel) Path(fd int32, buf []byte) ([]byte, error) {
 func (d *Daemon) Stats() *Stats { return &d.stats }
 
 // LogStats logs the counters (on SIGUSR1, say).
-func (d *Daemon) LogStats() { d.log.Info("stats", d.stats.fields()...) }
+func (d *Daemon) LogStats() { d.log.Info(d.stats.summary("stats"), d.stats.fields()...) }
 
 // ReloadResult is what a reload put in force.
 type ReloadResult struct {
@@ -394,13 +395,13 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 	rs, err := d.loadRules()
 	if err != nil {
 		d.stats.ReloadFailures.Add(1)
-		d.log.Error("reloading rules failed, the rules in force stay", zap.Error(err))
+		d.log.Error("reloading rules failed, the rules in force stay: "+err.Error(), zap.Error(err))
 		d.updateStatus()
 		return ReloadResult{}, fmt.Errorf("reloading rules: %w", err)
 	}
 	d.applyConfig(cfg, changes)
 	for _, b := range rs.Broken {
-		d.log.Error("rule file left out", zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
+		d.log.Error("rule file left out: "+printable(b.Error()), zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
 	}
 	old := d.rules.Load()
 	unchanged := rs.Generation != "" && rs.Generation == old.rs.Generation
@@ -413,7 +414,7 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 		// after this flush sees the new generation and removes it (see
 		// endScan).
 		if err := d.group.FlushInodeMarks(); err != nil {
-			d.log.Error("cannot flush the kernel's cached verdicts", zap.Error(err))
+			d.log.Error("cannot flush the kernel's cached verdicts: "+err.Error(), zap.Error(err))
 		} else {
 			d.stats.KernelFlushes.Add(1)
 		}
@@ -423,9 +424,9 @@ func (d *Daemon) Reload() (ReloadResult, error) {
 		FromCache: rs.FromCache, Broken: rs.Broken, Took: time.Since(start), Config: changes}
 	res.TookMS = res.Took.Milliseconds()
 	if rs.CacheError != nil {
-		d.log.Warn("compiled-rules cache not used", zap.Error(rs.CacheError))
+		d.log.Warn("compiled-rules cache not used: "+rs.CacheError.Error(), zap.Error(rs.CacheError))
 	}
-	d.log.Info("rules reloaded", zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)),
+	d.log.Info(reloadedMessage(rs, unchanged, res.Took), zap.Int("rules", rs.Count), zap.Int("files", len(rs.Files)),
 		zap.Int("broken", len(rs.Broken)), zap.String("generation", rs.ShortGeneration()),
 		zap.Bool("unchanged", unchanged), zap.Bool("from_cache", rs.FromCache), zap.Duration("took", res.Took))
 	d.updateStatus()
@@ -545,7 +546,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		select {
 		case <-recorded:
 		case <-time.After(recordDrain):
-			d.log.Warn("detections still being recorded at shutdown")
+			d.log.Warn("detections still being recorded at shutdown: not waiting longer than " + recordDrain.String())
 		}
 	}()
 	// Filesystems mounted only in other mount namespaces (containers,
@@ -560,7 +561,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Report:  d.reportForeignMark,
 	})
 	if err != nil {
-		d.log.Error("not protecting filesystems mounted in other mount namespaces, and exclude_paths match nothing",
+		d.log.Error("not protecting filesystems mounted in other mount namespaces, and exclude_paths match nothing: "+err.Error(),
 			zap.Error(err))
 	} else {
 		defer nsm.Close()
@@ -604,12 +605,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { markerDone <- marker.Run() }()
 	if nsm != nil {
 		if err := nsm.Sync(); err != nil {
-			d.log.Error("looking at other mount namespaces", zap.Error(err))
+			d.log.Error("looking at other mount namespaces: "+err.Error(), zap.Error(err))
 		}
 		d.stats.ForeignFilesystems.Store(int64(len(nsm.Marked())))
 		go func() {
 			if err := nsm.Run(); err != nil {
-				d.log.Error("not following other mount namespaces any more", zap.Error(err))
+				d.log.Error("not following other mount namespaces any more: "+err.Error(), zap.Error(err))
 			}
 		}()
 	}
@@ -646,7 +647,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if len(d.ruleDirs) > 0 {
 		// Watching before READY=1: a rule dropped in right after is seen.
 		if w, err := fan.NewDirWatcher(d.ruleDirs); err != nil {
-			d.log.Warn("not watching the rule directories; reload with SIGHUP or fanguard reload", zap.Error(err))
+			d.log.Warn("not watching the rule directories; reload with SIGHUP or fanguard reload: "+err.Error(), zap.Error(err))
 		} else {
 			background.Go(func() { d.watchRules(bg, w) })
 		}
@@ -664,7 +665,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	d.filesystems.Store(int64(len(marker.Marked())))
 	rules := d.rules.Load().rs
-	d.log.Info("protecting",
+	d.log.Info(fmt.Sprintf("protecting %s with %s, mode %s, budget %s, %s",
+		plural(len(marker.Marked()), "filesystem"), rulesText(rules), d.cfg.Mode, d.cfg.Budget, plural(d.cfg.Workers, "worker")),
 		zap.Int("filesystems", len(marker.Marked())),
 		zap.Int("rules", rules.Count),
 		zap.String("generation", rules.ShortGeneration()),
@@ -713,7 +715,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if runErr == nil {
 		runErr = rerr
 	}
-	d.log.Info("stopped", d.stats.fields()...)
+	d.log.Info(d.stats.summary("stopped"), d.stats.fields()...)
 	return runErr
 }
 
@@ -763,12 +765,14 @@ func (d *Daemon) markFilesystemAt(fd int) error {
 // namespace.
 func (d *Daemon) reportForeignMark(m fan.ForeignMount, err error) {
 	if err != nil {
-		d.log.Warn("cannot protect a filesystem of another mount namespace", zap.String("mount", m.Point),
+		d.log.Warn(fmt.Sprintf("cannot protect a filesystem of another mount namespace: %s (%s, mount namespace %d): %v",
+			printable(m.Point), printable(m.FSType), m.Namespace, err), zap.String("mount", m.Point),
 			zap.String("type", m.FSType), zap.Uint64("mount_namespace", m.Namespace), zap.Error(err))
 		return
 	}
 	d.stats.ForeignFilesystems.Add(1)
-	d.log.Info("protecting a filesystem of another mount namespace", zap.String("mount", m.Point),
+	d.log.Info(fmt.Sprintf("protecting a filesystem of another mount namespace: %s (%s, %s, mount namespace %d)",
+		printable(m.Point), printable(m.FSType), printable(m.Source), m.Namespace), zap.String("mount", m.Point),
 		zap.String("type", m.FSType), zap.String("source", m.Source), zap.Uint64("mount_namespace", m.Namespace))
 }
 
@@ -802,7 +806,7 @@ func (d *Daemon) shutdown(readerErr chan error, heldDone chan struct{}, workers 
 		close(d.detections.ch) // the workers, its only senders, are gone
 		d.workersDone.Store(true)
 	case <-time.After(d.live().budget + time.Second):
-		d.log.Warn("scans still running at shutdown; the kernel allows what is left",
+		d.log.Warn("scans still running at shutdown; the kernel allows what is left: "+plural(d.inflight.Load(), "scan"),
 			zap.Int64("inflight", d.inflight.Load()))
 	}
 	if d.closeq != nil {
@@ -815,10 +819,12 @@ func (d *Daemon) shutdown(readerErr chan error, heldDone chan struct{}, workers 
 
 func (d *Daemon) reportMark(m fan.Mount, err error) {
 	if err != nil {
-		d.log.Warn("cannot protect filesystem", zap.String("mount", m.Point), zap.String("type", m.FSType), zap.Error(err))
+		d.log.Warn(fmt.Sprintf("cannot protect filesystem %s (%s): %v", printable(m.Point), printable(m.FSType), err),
+			zap.String("mount", m.Point), zap.String("type", m.FSType), zap.Error(err))
 		return
 	}
-	d.log.Info("protecting filesystem", zap.String("mount", m.Point), zap.String("type", m.FSType), zap.String("source", m.Source))
+	d.log.Info(fmt.Sprintf("protecting filesystem %s (%s, %s)", printable(m.Point), printable(m.FSType), printable(m.Source)),
+		zap.String("mount", m.Point), zap.String("type", m.FSType), zap.String("source", m.Source))
 }
 
 // readBufferSize bounds one read from a group: the kernel creates an fd for
@@ -904,8 +910,9 @@ func (d *Daemon) malformed(ev fan.Event, now time.Time, err error) {
 		d.closePidfd(ev.Pidfd)
 	}
 	if c := d.stats.ParseErrors.Load(); c&(c-1) == 0 {
-		d.log.Error("malformed fanotify event record, answered with on_error and skipped",
-			zap.Uint64("count", c), zap.Stringer("verdict", d.live().onError), zap.Error(err))
+		onError := d.live().onError
+		d.log.Error(fmt.Sprintf("malformed fanotify event record, answered with on_error (%s) and skipped (%s so far): %v", onError, plural(c, "record"), err),
+			zap.Uint64("count", c), zap.Stringer("verdict", onError), zap.Error(err))
 	}
 }
 
@@ -1102,7 +1109,7 @@ func (d *Daemon) closePidfd(pidfd int32) {
 // open the file for us, and logs the 1st, 2nd, 4th, 8th... of them.
 func (d *Daemon) kernelDenied(err error) {
 	if c := d.stats.KernelDenied.Add(1); c&(c-1) == 0 {
-		d.log.Error("the kernel denied an open it could not pass on (out of fds or memory?)",
+		d.log.Error(fmt.Sprintf("the kernel denied an open it could not pass on (out of fds or memory?): %v (%s so far)", err, plural(c, "open")),
 			zap.Uint64("count", c), zap.Error(err))
 	}
 }
@@ -1121,7 +1128,9 @@ func (d *Daemon) cachedDetection(ev fan.Event, v policy.Verdict, det *detection)
 	if v == policy.Deny {
 		d.stats.CachedDenials.Add(1)
 	}
-	if ce := d.log.Check(zap.DebugLevel, "open of a detected file, answered from the cache"); ce != nil {
+	if ce := d.log.Check(zap.DebugLevel, ""); ce != nil {
+		ce.Message = "open of a detected file, answered from the cache: " + printable(det.rule) + ", opened by pid " +
+			strconv.Itoa(int(ev.Pid)) + ": " + v.String()
 		ce.Write(zap.String("rule", det.rule), zap.String("rule_file", det.ruleFile),
 			zap.Int32("pid", ev.Pid), zap.Stringer("verdict", v))
 	}
@@ -1217,7 +1226,7 @@ func (d *Daemon) invalidate(fd int32) (fan.FileInfo, bool) {
 
 // invalidateAll drops every cached verdict, in the kernel and here.
 func (d *Daemon) invalidateAll(why string) {
-	d.log.Warn("dropping every cached verdict", zap.String("reason", why))
+	d.log.Warn("dropping every cached verdict: "+why, zap.String("reason", why))
 	d.scansMu.Lock()
 	for _, l := range d.scans {
 		l.dirty = true

@@ -65,30 +65,43 @@ func bounded[T any](r *procReads, fn func() T) (T, bool) {
 	}
 }
 
+// opener is what describe reads of an opener besides its command line.
+type opener struct {
+	exe, unit, container string
+}
+
 type cmdline struct {
 	b      []byte
 	length int64
 	err    error
 }
 
-// describe fills in who opened a detected file, from /proc under the
-// opener's pid, and whether the record's path still names the file. It
+// describe fills in who opened a detected file: the user's name, and from
+// /proc under the opener's pid its executable, command line and cgroup
+// (its systemd unit or container), and whether the record's path still names the file. It
 // runs after the answer, on the describing goroutine; every read is
 // bounded. What was read is kept only if the opener's pidfd shows,
 // after the reads, that the pid was still the opener's.
 func (d *Daemon) describe(det *Detection) {
 	det.Path = detectionPath(det.Path, det.File.ID)
+	if det.UID >= 0 && det.UID <= 1<<32-1 {
+		det.User = d.userName(uint32(det.UID))
+	}
 	if det.pidfd < 0 {
 		det.OpenerExited = true
 		return
 	}
 	pid := det.PID
-	exe, ok := bounded(&d.procReads, func() string {
+	// The executable and the cgroup in one read: neither takes a lock
+	// the opener holds for long.
+	op, ok := bounded(&d.procReads, func() opener {
+		var o opener
 		var buf [4096]byte
 		if p, err := fan.ExePath(pid, buf[:]); err == nil {
-			return string(p)
+			o.exe = string(p)
 		}
-		return ""
+		o.unit, o.container, _ = openerCgroup(pid)
+		return o
 	})
 	if !ok {
 		det.OpenerUnread = true
@@ -101,7 +114,7 @@ func (d *Daemon) describe(det *Detection) {
 		det.OpenerUnread = true
 	}
 	if fan.PidfdAlive(det.pidfd) {
-		det.Exe = exe
+		det.Exe, det.Unit, det.Container = op.exe, op.unit, op.container
 		if cl.err == nil {
 			det.Cmdline, det.CmdlineLen = cl.b, cl.length
 		}

@@ -125,7 +125,7 @@ func TestFollowersAnsweredFirst(t *testing.T) {
 	if at("respond 4") > at("stat 3") {
 		t.Errorf("the waiting open was answered after the worker's stat: %q", calls)
 	}
-	for _, own := range []string{"unignore 3", "log:scanned 0"} {
+	for _, own := range []string{"unignore 3", "log:scanned : allow 0"} {
 		if at("respond 5") > at(own) || at("respond 4") > at(own) {
 			t.Errorf("a waiting open was answered after %q: %q", own, calls)
 		}

@@ -1,13 +1,65 @@
 package daemon
 
 import (
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/fanguard/fanguard/systemd"
 )
+
+// NewLogEncoder returns the encoder of the log on standard error ([log]
+// format; the journal has its own, systemd.JournalCore):
+//
+//   - "console" (or ""): one line per entry, the time (ISO 8601), the
+//     level, the message and the fields as one JSON object;
+//   - "json": one JSON object per line with "time" (RFC 3339 with
+//     nanoseconds), "priority" (the journal's syslog number, see
+//     systemd.Priority), "message", "logger" if named, and the fields under
+//     their own keys: the journal's names without FANGUARD_, in lower case.
+//
+// Either way a duration is written as Go prints it, with its unit ("1.5s",
+// "250ms"), as the journal has it. Write the encoder's output through a
+// LogSink: it escapes what a terminal would act on.
+func NewLogEncoder(format string) (zapcore.Encoder, error) {
+	switch format {
+	case "", "console":
+		return zapcore.NewConsoleEncoder(zapcore.EncoderConfig{
+			TimeKey:          "T",
+			LevelKey:         "L",
+			NameKey:          "N",
+			MessageKey:       "M",
+			StacktraceKey:    "S",
+			LineEnding:       zapcore.DefaultLineEnding,
+			EncodeLevel:      zapcore.LowercaseLevelEncoder,
+			EncodeTime:       zapcore.ISO8601TimeEncoder,
+			EncodeDuration:   zapcore.StringDurationEncoder,
+			EncodeName:       zapcore.FullNameEncoder,
+			ConsoleSeparator: "\t",
+		}), nil
+	case "json":
+		return zapcore.NewJSONEncoder(zapcore.EncoderConfig{
+			TimeKey:        "time",
+			LevelKey:       "priority",
+			NameKey:        "logger",
+			MessageKey:     "message",
+			StacktraceKey:  "stacktrace",
+			LineEnding:     zapcore.DefaultLineEnding,
+			EncodeLevel:    func(l zapcore.Level, enc zapcore.PrimitiveArrayEncoder) { enc.AppendInt(systemd.Priority(l)) },
+			EncodeTime:     zapcore.TimeEncoderOfLayout(time.RFC3339Nano),
+			EncodeDuration: zapcore.StringDurationEncoder,
+			EncodeName:     zapcore.FullNameEncoder,
+		}), nil
+	}
+	return nil, fmt.Errorf("log format %q: want \"console\" or \"json\"", format)
+}
 
 // LogSink is an asynchronous, bounded zapcore.WriteSyncer. Write copies the
 // entry into a queue and returns at once; one goroutine writes the queue to

@@ -364,7 +364,8 @@ func (w *worker) processClose(j *job) {
 		d.logDeferred(o.path, deferred)
 	}
 	if o.err != nil {
-		if ce := d.log.Check(zap.DebugLevel, "cannot scan a file on close; its first open scans it"); ce != nil {
+		if ce := d.log.Check(zap.DebugLevel, ""); ce != nil {
+			ce.Message = "cannot scan a file on close; its first open scans it: " + printable(o.path) + ": " + o.err.Error()
 			ce.Write(zap.ByteString("path", []byte(o.path)), zap.Int32("pid", o.pid), zap.Error(o.err))
 		}
 	}

@@ -76,6 +76,9 @@ func (q *QuarantineRecorder) Record(ctx context.Context, d *Detection) (int64, e
 		Exe:             []byte(d.Exe),
 		Cmdline:         d.Cmdline,
 		CmdlineLen:      d.CmdlineLen,
+		ProcUser:        d.User,
+		Unit:            d.Unit,
+		Container:       d.Container,
 		RulesGeneration: d.RulesGeneration,
 	}
 	if d.UID >= 0 {
@@ -133,9 +136,11 @@ func (d *Daemon) retain(ctx context.Context, q *QuarantineRecorder) {
 	for {
 		res, err := q.Retain(ctx, d.live().keepFor, d.cfg.Quarantine.MaxBytes)
 		if err != nil {
-			d.log.Warn("quarantine retention failed", zap.Error(err))
+			d.log.Warn("quarantine retention failed: "+err.Error(), zap.Error(err))
 		} else {
-			d.log.Info("quarantine retention", zap.Any("purged", res))
+			d.log.Info("quarantine retention: purged the content of "+plural(res.Records, "record")+", removed "+
+				plural(res.Files, "vault file")+", freed "+plural(res.Bytes, "byte"),
+				zap.Int("purged_records", res.Records), zap.Int("purged_files", res.Files), zap.Int64("purged_bytes", res.Bytes))
 		}
 		select {
 		case <-ctx.Done():

@@ -66,8 +66,14 @@ type Detection struct {
 	// OpenerUnread: a read under the opener's /proc did not return in
 	// time (it can hold them: see describe.go), or too many such reads
 	// were still out to try.
-	OpenerUnread    bool
-	UID             int64 // the opener's real uid (from its pidfd, at the event), -1 if unknown
+	OpenerUnread bool
+	UID          int64  // the opener's real uid (from its pidfd, at the event), -1 if unknown
+	User         string // the name of UID (passwd at start-up), "" if unknown
+	// Unit is the systemd unit the opener runs in ("nginx.service",
+	// "session-3.scope") and Container the short id (12 hex digits) of
+	// the container, from its cgroup; "" when none or unread.
+	Unit            string
+	Container       string
 	RulesGeneration string
 
 	pidfd int32 // the opener's pidfd, until describe closes it
@@ -181,19 +187,21 @@ func (d *Daemon) recordOne(ctx context.Context, det *Detection, seen *recentReco
 			// Expected under a flood: counted, in the record, not a fault.
 			d.stats.VaultFull.Add(1)
 			if n := d.stats.VaultFull.Load(); n&(n-1) == 0 {
-				d.log.Warn("not quarantined: the vault would pass [quarantine] max_bytes; the file stays in place, denied",
+				d.log.Warn("not quarantined: "+printable(det.Path)+" (record "+strconv.FormatInt(id, 10)+
+					"): the vault would pass [quarantine] max_bytes; the file stays in place, denied ("+plural(n, "time")+" so far)",
 					zap.Int64("record", id), zap.ByteString("path", det.Path), zap.Uint64("count", n))
 			}
 		case errors.Is(err, quarantine.ErrFull):
 			d.recordFailed(err, "cannot quarantine a detected file: the disk is full; it stays in place, denied", det)
 		default:
-			d.log.Warn("cannot quarantine a detected file; it stays in place, denied", zap.Int64("record", id),
+			d.log.Warn("cannot quarantine a detected file; it stays in place, denied: "+printable(det.Path)+
+				" (record "+strconv.FormatInt(id, 10)+"): "+err.Error(), zap.Int64("record", id),
 				zap.ByteString("path", det.Path), zap.Error(err))
 		}
 		return
 	}
 	d.stats.Quarantined.Add(1)
-	d.log.Info("quarantined", zap.Int64("record", id), zap.ByteString("path", det.Path), zap.String("sha256", det.SHA256))
+	d.log.Info("quarantined: "+printable(det.Path)+" (record "+strconv.FormatInt(id, 10)+", sha256 "+det.SHA256+")", zap.Int64("record", id), zap.ByteString("path", det.Path), zap.String("sha256", det.SHA256))
 }
 
 // recordFailed counts a failed write of the record, logs it at error
@@ -210,9 +218,10 @@ func (d *Daemon) recordFailed(err error, msg string, det *Detection) {
 	}
 	fields := []zap.Field{zap.Uint64("count", n), zap.Error(err)}
 	if det != nil {
+		msg += ": " + printable(det.Path)
 		fields = append(fields, zap.ByteString("path", det.Path), zap.String("sha256", det.SHA256))
 	}
-	d.log.Error(msg, fields...)
+	d.log.Error(msg+": "+err.Error()+" ("+plural(n, "failure")+" so far)", fields...)
 }
 
 // recordOK marks the recorder working again.
@@ -269,21 +278,16 @@ func (m *recentRecordsMap) put(k recordKey, id int64) {
 }
 
 // logDetection logs each matching rule of a detection, after the answer
-// and after its record.
+// and after its record. The message reads on its own (detectionMessage);
+// the fields are for queries.
 func (d *Daemon) logDetection(det *Detection, id int64) {
-	msg := "detection"
-	if det.OnClose {
-		msg = "detection on close: found when a writer closed the file, before any open"
-	}
-	if det.Late {
-		msg = "late detection: the budget ran out before the scan finished, the open was answered with on_timeout"
-	}
-	for _, m := range det.Matches {
+	for i := range det.Matches {
+		m := &det.Matches[i]
 		strs := make([]string, 0, len(m.Strings))
 		for _, s := range m.Strings {
 			strs = append(strs, s.ID+"@"+strconv.FormatInt(s.Offset, 10))
 		}
-		d.log.Warn(msg,
+		fields := []zap.Field{
 			zap.String("message_id", systemd.DetectionMessageID),
 			zap.Int64("record", id),
 			zap.String("rule", m.Rule),
@@ -303,6 +307,20 @@ func (d *Daemon) logDetection(det *Detection, id int64) {
 			zap.Bool("late", det.Late),
 			zap.Bool("on_close", det.OnClose),
 			zap.Strings("strings", strs),
-		)
+		}
+		// Present only when known, so that queries on them find only
+		// what they ask for.
+		for _, f := range [...]struct{ key, value string }{
+			{"user", det.User},
+			{"unit", det.Unit},
+			{"container", det.Container},
+			{"severity", m.Meta["severity"]},
+			{"description", m.Meta["description"]},
+		} {
+			if f.value != "" {
+				fields = append(fields, zap.String(f.key, f.value))
+			}
+		}
+		d.log.Warn(detectionMessage(det, m, id), fields...)
 	}
 }

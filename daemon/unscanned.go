@@ -3,7 +3,9 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -136,13 +138,16 @@ func (d *Daemon) logUnscanned(ctx context.Context) {
 				continue
 			}
 			lines++
-			d.log.Warn(msg, zap.Int64("uid", uidField(e.UID)), zap.String("user", d.userName(e.UID)),
+			d.log.Warn(fmt.Sprintf("%s by %s in the last %s: %d timed out (on_timeout %s), %d overloaded (on_overload %s)",
+				msg, uidText(e.UID, d.userName(e.UID)), unscannedLogInterval, timedOut, set.onTimeout, overloaded, set.onOverload),
+				zap.Int64("uid", uidField(e.UID)), zap.String("user", d.userName(e.UID)),
 				zap.Uint64("timed_out", timedOut), zap.Stringer("on_timeout", set.onTimeout),
 				zap.Uint64("overloaded", overloaded), zap.Stringer("on_overload", set.onOverload),
 				zap.Duration("in", unscannedLogInterval))
 		}
 		if more > 0 {
-			d.log.Warn(msg+" by more users", zap.Int("users", more), zap.Uint64("opens", moreOpens),
+			d.log.Warn(fmt.Sprintf("%s by %s more in the last %s: %s", msg, plural(more, "user"), unscannedLogInterval, plural(moreOpens, "open")),
+				zap.Int("users", more), zap.Uint64("opens", moreOpens),
 				zap.Duration("in", unscannedLogInterval))
 		}
 	}
@@ -158,6 +163,21 @@ func uidField(uid uint32) int64 {
 		return -2
 	}
 	return int64(uid)
+}
+
+// uidText names a uid in a message: "uid 1000 alice", "uid 1000",
+// "an unknown uid", "other uids".
+func uidText(uid uint32, name string) string {
+	switch uid {
+	case unknownUID:
+		return "an unknown uid"
+	case otherUIDs:
+		return "other uids"
+	}
+	if name != "" {
+		return "uid " + strconv.FormatUint(uint64(uid), 10) + " " + printable(name)
+	}
+	return "uid " + strconv.FormatUint(uint64(uid), 10)
 }
 
 // userName is the name of uid from the users read at start, or "".

@@ -225,11 +225,15 @@ func (w *worker) process(j *job) {
 	pidfd := w.release(j, detected)
 
 	if o.allowListed {
-		d.log.Debug("detection allowed by the allow list", zap.String("sha256", o.sha256), zap.String("path", o.path))
+		if ce := d.log.Check(zap.DebugLevel, ""); ce != nil {
+			ce.Message = "detection allowed by the allow list: " + printable(o.path) + " (sha256 " + o.sha256 + ")"
+			ce.Write(zap.String("sha256", o.sha256), zap.String("path", o.path))
+		}
 	}
 	if o.err != nil {
 		d.stats.Errors.Add(1)
-		d.log.Warn("cannot scan file, answered with on_error", zap.ByteString("path", []byte(o.path)),
+		d.log.Warn("cannot scan file "+printable(o.path)+" (opened by pid "+strconv.Itoa(int(o.pid))+"), answered with on_error ("+
+			set.onError.String()+"): "+o.err.Error(), zap.ByteString("path", []byte(o.path)),
 			zap.Int32("pid", o.pid), zap.Stringer("verdict", set.onError), zap.Error(o.err))
 	}
 	if o.scanTime > 0 {
@@ -297,7 +301,8 @@ func (d *Daemon) reserveRecord(o *outcome) (size int64, deferred uint64) {
 // logDeferred logs a detection not recorded for want of room; callers log
 // the 1st, 2nd, 4th, 8th... of them.
 func (d *Daemon) logDeferred(path string, count uint64) {
-	d.log.Warn("detection not recorded now: the record queue is full; the file stays uncached and is detected again at its next open",
+	d.log.Warn("detection not recorded now: the record queue is full; the file stays uncached and is detected again at its next open: "+
+		printable(path)+" ("+plural(count, "detection")+" not recorded so far)",
 		zap.String("path", path), zap.Uint64("count", count))
 }
 
@@ -386,7 +391,8 @@ func (w *worker) endScan(j *job, rules *ruleSet, v policy.Verdict, o *outcome, c
 			d.stats.KernelUnmarks.Add(1)
 		}
 	}
-	if ce := d.log.Check(zap.DebugLevel, "scanned"); ce != nil {
+	if ce := d.log.Check(zap.DebugLevel, ""); ce != nil {
+		ce.Message = "scanned " + printable(o.path) + ": " + v.String()
 		ce.Write(zap.ByteString("path", []byte(o.path)), zap.Int64("size", o.size), zap.Stringer("verdict", v),
 			zap.Bool("cached", valid), zap.Bool("kernel_cached", kernelCached && valid),
 			zap.Bool("dirty", dirty), zap.Bool("complete", o.complete), zap.Int("waited", len(early)+len(late)))

@@ -38,6 +38,7 @@ const (
 	wantMaxPending  = `an integer from 1 to 1048576`
 	wantPerUID      = `an integer from 0 (32 per worker, at least 64) to 1048576, at most max_pending`
 	wantLevel       = `"debug", "info", "warn" or "error"`
+	wantLogFormat   = `"console" or "json"`
 	wantCache       = `an integer from 0 (no daemon cache) to 67108864`
 	wantCacheDir    = `an absolute directory, such as "/var/cache/fanguard", or "" for no compiled-rules cache`
 	wantSocket      = `an absolute path, such as "/run/fanguard/control.sock"`
@@ -109,7 +110,7 @@ func Default() Config {
 			MaxAge:   90 * 24 * time.Hour,
 			MaxBytes: 1 << 30,
 		},
-		Log: LogConfig{Level: "info"},
+		Log: LogConfig{Level: "info", Format: "console"},
 		Update: UpdateConfig{
 			Dir:         "/var/lib/fanguard/feeds.d",
 			CanaryFiles: 2000,
@@ -258,7 +259,8 @@ type rawProtect struct {
 }
 
 type rawLog struct {
-	Level any `toml:"level"`
+	Level  any `toml:"level"`
+	Format any `toml:"format"`
 }
 
 // convert validates raw and returns it applied over Default. Problems are
@@ -419,6 +421,14 @@ func (c *checker) convert(raw *rawConfig) Config {
 			cfg.Log.Level = s
 		default:
 			c.bad("log.level", -1, raw.Log.Level, "is not allowed", wantLevel)
+		}
+	}
+	if s, ok := c.str("log.format", raw.Log.Format, wantLogFormat); ok {
+		switch s {
+		case "console", "json":
+			cfg.Log.Format = s
+		default:
+			c.bad("log.format", -1, raw.Log.Format, "is not allowed", wantLogFormat)
 		}
 	}
 

@@ -42,7 +42,7 @@ func TestDefault(t *testing.T) {
 		Control: ControlConfig{Socket: "/run/fanguard/control.sock"},
 		Quarantine: QuarantineConfig{Action: ActionQuarantine, DB: "/var/lib/fanguard/quarantine.db",
 			Vault: "/var/lib/fanguard/vault", MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30},
-		Log: LogConfig{Level: "info"},
+		Log: LogConfig{Level: "info", Format: "console"},
 		Update: UpdateConfig{Dir: "/var/lib/fanguard/feeds.d", CanaryFiles: 2000, MaxScanCost: 2 * time.Millisecond,
 			MaxAge: 7 * 24 * time.Hour, Timeout: 10 * time.Minute},
 	}
@@ -84,7 +84,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"protect.paths", "protect.fs_types", "protect.exclude_paths",
 		"protect.exclude_exe", "protect.exclude_uids", "scan.on_close", "scan.on_close_queue", "cache.entries", "rules.cache_dir", "control.socket",
 		"metrics.listen",
-		"quarantine.action", "quarantine.db", "quarantine.vault", "quarantine.max_age", "quarantine.max_bytes", "log.level",
+		"quarantine.action", "quarantine.db", "quarantine.vault", "quarantine.max_age", "quarantine.max_bytes", "log.level", "log.format",
 		"update.dir", "update.canary_files", "update.max_scan_cost", "update.max_age", "update.timeout",
 	} {
 		p, ok := pos[key]
@@ -557,6 +557,11 @@ dir = "/etc/fanguard/feeds/"
 			doc:  "[log]\nlevel = \"error\"\n",
 			want: func(c *Config) { c.Log.Level = "error" },
 		},
+		{
+			name: "json log",
+			doc:  "[log]\nformat = \"json\"\n",
+			want: func(c *Config) { c.Log.Format = "json" },
+		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := Parse([]byte(tt.doc), "test.toml")
@@ -994,6 +999,16 @@ func TestParseErrors(t *testing.T) {
 			name: "log.level inline table",
 			doc:  "log = { level = \"trace\" }\n",
 			want: []string{`test.toml:1: log.level: "trace" is not allowed`},
+		},
+		{
+			name: "log.format",
+			doc:  "[log]\nlevel = \"info\"\nformat = \"logfmt\"\n",
+			want: []string{`test.toml:3: log.format: "logfmt" is not allowed (want "console" or "json")`},
+		},
+		{
+			name: "log.format not a string",
+			doc:  "[log]\nformat = 1\n",
+			want: []string{`test.toml:2: log.format: 1 is not allowed (want "console" or "json")`},
 		},
 		{
 			name: "dotted key",

@@ -206,4 +206,10 @@ type FeedConfig struct {
 // LogConfig is the [log] table.
 type LogConfig struct {
 	Level string // level: "debug" | "info" | "warn" | "error"
+	// Format is the format of the log on standard error, when it is not
+	// the journal's stream (format): "console" (a line of time, level,
+	// message, then the fields as JSON) or "json" (one JSON object a line,
+	// with the journal's field names). The journal gets structured
+	// entries either way.
+	Format string
 }

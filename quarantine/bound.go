@@ -25,8 +25,8 @@ const (
 	MaxPath = 4096
 	// MaxName is the most bytes of a name a record keeps: rule, namespace,
 	// tag, metadata key, string identifier, rules generation, sha256,
-	// vault name, and the name of an Actor. YARA identifiers have at most
-	// 128 bytes, file names 255.
+	// vault name, the opener's user name, unit and container, and the name
+	// of an Actor. YARA identifiers have at most 128 bytes, file names 255.
 	MaxName = 256
 	// MaxMetaValue is the most bytes of a rule metadata value a record
 	// keeps.
@@ -99,6 +99,9 @@ func bounded(r *Record) (Record, []byte, error) {
 	b.CmdlineLen = max(b.CmdlineLen, int64(len(b.Cmdline)))
 	b.Cmdline = cutBytes(b.Cmdline, MaxCmdline)
 	b.RulesGeneration = cutString(b.RulesGeneration, MaxName)
+	b.ProcUser = cutString(b.ProcUser, MaxName)
+	b.Unit = cutString(b.Unit, MaxName)
+	b.Container = cutString(b.Container, MaxName)
 	b.VaultName = cutString(b.VaultName, MaxName)
 	b.Count = max(b.Count, 1)
 	if b.LastSeen.Before(b.Time) {

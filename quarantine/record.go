@@ -104,6 +104,12 @@ type Record struct {
 	// len(Cmdline).
 	CmdlineLen int64
 	ProcUID    uint32 // its (real) uid
+	ProcUser   string // the name of ProcUID when recorded; "" if unknown
+	// Unit is the systemd unit the process ran in ("nginx.service",
+	// "session-3.scope"), Container the short id of its container, both
+	// from its cgroup; "" when none or unknown.
+	Unit      string
+	Container string
 
 	// Count is how many times this detection was seen: the same file with
 	// the same change stamp, opened by the same uid and program. Add takes

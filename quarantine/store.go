@@ -84,6 +84,12 @@ var schema = []string{
 	// Detections made when a writer closed the file, not at an open. Old
 	// rows read as found at an open.
 	`ALTER TABLE records ADD COLUMN on_close INTEGER NOT NULL DEFAULT 0;`,
+	// Who opened it, by name and by where it runs: the user's name, the
+	// systemd unit and the container (from its cgroup). Old rows read as
+	// unknown ("").
+	`ALTER TABLE records ADD COLUMN proc_user TEXT NOT NULL DEFAULT '';
+	ALTER TABLE records ADD COLUMN unit      TEXT NOT NULL DEFAULT '';
+	ALTER TABLE records ADD COLUMN container TEXT NOT NULL DEFAULT '';`,
 }
 
 // Open opens the log at path, creating it (file 0600, directory 0700) and
@@ -216,11 +222,12 @@ func (s *Store) Add(ctx context.Context, r *Record) (int64, error) {
 	}
 	res, err := s.db.ExecContext(ctx, `INSERT INTO records (time, action, state, late, sha256, size, path, dev, ino, mode,
 		uid, gid, mtime, pid, exe, cmdline, cmdline_len, proc_uid, rules_generation, vault_name, matches, matches_omitted,
-		count, last_seen, on_close)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		count, last_seen, on_close, proc_user, unit, container)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		nanos(b.Time), b.Action, b.State, b.Late, b.SHA256, b.Size, nonNil(b.Path), int64(b.Dev), int64(b.Ino), int64(b.Mode),
 		int64(b.UID), int64(b.GID), nanos(b.Mtime), int64(b.PID), nonNil(b.Exe), nonNil(b.Cmdline), b.CmdlineLen, int64(b.ProcUID),
-		b.RulesGeneration, b.VaultName, string(mj), b.MatchesOmitted, b.Count, nanos(b.LastSeen), b.OnClose)
+		b.RulesGeneration, b.VaultName, string(mj), b.MatchesOmitted, b.Count, nanos(b.LastSeen), b.OnClose,
+		b.ProcUser, b.Unit, b.Container)
 	if err != nil {
 		return 0, fmt.Errorf("adding a record: %w", full(err))
 	}
@@ -287,7 +294,7 @@ func (s *Store) AddRepeats(ctx context.Context, reps []Repeat) error {
 // seen at their time, with their whole command line.
 const recordColumns = `id, time, action, state, late, sha256, size, path, dev, ino, mode, uid, gid, mtime,
 	pid, exe, cmdline, max(cmdline_len, length(cmdline)), proc_uid, rules_generation, vault_name, matches, matches_omitted,
-	count, max(last_seen, time), on_close`
+	count, max(last_seen, time), on_close, proc_user, unit, container`
 
 type scanner interface{ Scan(...any) error }
 
@@ -301,7 +308,7 @@ func scanRecord(row scanner) (Record, error) {
 	)
 	err := row.Scan(&r.ID, &tm, &r.Action, &r.State, &r.Late, &r.SHA256, &r.Size, &r.Path, &dev, &ino, &mode,
 		&uid, &gid, &mtime, &pid, &r.Exe, &r.Cmdline, &r.CmdlineLen, &procUID, &r.RulesGeneration, &r.VaultName, &matches,
-		&r.MatchesOmitted, &r.Count, &lastSeen, &r.OnClose)
+		&r.MatchesOmitted, &r.Count, &lastSeen, &r.OnClose, &r.ProcUser, &r.Unit, &r.Container)
 	if err != nil {
 		return r, err
 	}

@@ -3,6 +3,7 @@ package quarantine
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,8 +25,9 @@ func fullRecord() *Record {
 		OnClose: true, SHA256: strings.Repeat("ab", 32), Size: 68, Path: []byte("/tmp/a\nb\xff\x00c"),
 		Dev: 1<<63 + 5, Ino: 1<<64 - 1, Mode: 0o100755, UID: 1000, GID: 1<<32 - 1,
 		Mtime: time.Unix(1700000000, 987654321), PID: 1 << 30, Exe: []byte("/usr/bin/\xfecat"),
-		Cmdline: []byte("cat\x00/tmp/a\nb\x00"), ProcUID: 1000, RulesGeneration: "0123456789abcdef",
-		VaultName: "",
+		Cmdline: []byte("cat\x00/tmp/a\nb\x00"), ProcUID: 1000, ProcUser: "alice", Unit: "session-3.scope", Container: "3f2a9c1b7e6d",
+		RulesGeneration: "0123456789abcdef",
+		VaultName:       "",
 		Matches: []Match{
 			{Rule: "EICAR_Test_File", Namespace: "eicar.yar", RuleFile: "/etc/fanguard/rules.d/eicar.yar",
 				Tags: []string{"test", "eicar"}, Meta: map[string]string{"action": "quarantine", "severity": "low"},
@@ -421,5 +423,53 @@ func TestMigrationRefusesNewerSchema(t *testing.T) {
 			s.Close()
 		}
 		t.Errorf("Open of a newer schema: %v", err)
+	}
+}
+
+// TestMigrationStep4 opens a database written before schema step 4 (the
+// opener's user name, unit and container): its records read with those
+// unknown, and new records keep them.
+func TestMigrationStep4(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "q.db")
+	old, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := append([]string{`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (3)`}, schema[:3]...)
+	stmts = append(stmts, `INSERT INTO records (time, action, state, sha256, size, path, dev, ino, mode, uid, gid, mtime,
+		pid, exe, cmdline, proc_uid, rules_generation, matches, on_close)
+		VALUES (1, 'deny', 'recorded', 'ab', 68, X'2f746d702f61', 1, 2, 33188, 0, 0, 1, 42, X'', X'', 1000, 'g', '[]', 1)`)
+	for _, st := range stmts {
+		if _, err := old.Exec(st); err != nil {
+			t.Fatalf("%s: %v", st, err)
+		}
+	}
+	old.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.Get(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ProcUser != "" || r.Unit != "" || r.Container != "" || !r.OnClose || r.ProcUID != 1000 || string(r.Path) != "/tmp/a" {
+		t.Errorf("old record read as user %q, unit %q, container %q, on_close %v, uid %d, path %q; want the old values and unknowns",
+			r.ProcUser, r.Unit, r.Container, r.OnClose, r.ProcUID, r.Path)
+	}
+	id, err := s.Add(ctx, &Record{Time: time.Now(), Action: ActionDeny, SHA256: "cd", Path: []byte("/tmp/b"),
+		ProcUser: "alice", Unit: "nginx.service", Container: "3f2a9c1b7e6d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err = s.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ProcUser != "alice" || r.Unit != "nginx.service" || r.Container != "3f2a9c1b7e6d" {
+		t.Errorf("new record read as user %q, unit %q, container %q", r.ProcUser, r.Unit, r.Container)
 	}
 }

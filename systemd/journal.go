@@ -209,21 +209,32 @@ func (c *JournalCore) Oversized() uint64 { return c.sink.oversized.Load() }
 // Close are dropped. Calling Close again returns nil.
 func (c *JournalCore) Close() error { return c.sink.close() }
 
-// priorityLine returns the PRIORITY field for a zap level: debug 7 (and
-// below), info 6, warn 4, error 3, dpanic, panic and fatal 2 (critical).
-func priorityLine(l zapcore.Level) string {
+// Priority returns the syslog priority the journal gives entries of zap
+// level l: debug 7 (and below), info 6, warn 4, error 3, dpanic, panic
+// and fatal 2 (critical). Logs written elsewhere use the same numbers.
+func Priority(l zapcore.Level) int {
 	switch {
 	case l <= zapcore.DebugLevel:
-		return "PRIORITY=7\n"
+		return 7
 	case l == zapcore.InfoLevel:
-		return "PRIORITY=6\n"
+		return 6
 	case l == zapcore.WarnLevel:
-		return "PRIORITY=4\n"
+		return 4
 	case l == zapcore.ErrorLevel:
-		return "PRIORITY=3\n"
+		return 3
 	default:
-		return "PRIORITY=2\n"
+		return 2
 	}
+}
+
+// priorityLine returns the PRIORITY field for a zap level (see Priority).
+func priorityLine(l zapcore.Level) string {
+	return priorityLines[Priority(l)]
+}
+
+var priorityLines = [...]string{
+	0: "PRIORITY=0\n", 1: "PRIORITY=1\n", 2: "PRIORITY=2\n", 3: "PRIORITY=3\n",
+	4: "PRIORITY=4\n", 5: "PRIORITY=5\n", 6: "PRIORITY=6\n", 7: "PRIORITY=7\n",
 }
 
 // journalSink owns the socket and the goroutine that sends to it; the cores

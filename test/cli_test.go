@@ -130,8 +130,8 @@ func TestConfigErrorsStopTheStart(t *testing.T) {
 			p := filepath.Join(dir, "fanguard.toml")
 			writeFile(t, p, tt.config, 0o644)
 			code, _, errOut := run(t, "daemon", "--config", p)
-			if code != 2 {
-				t.Errorf("exit %d, want 2", code)
+			if code != exitConfig {
+				t.Errorf("exit %d, want %d (EX_CONFIG)", code, exitConfig)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(errOut, w) {

@@ -139,7 +139,7 @@ func buildAndRun(m *testing.M) int {
 	if testutil.RaceEnabled {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, "../cmd/fanguard")...)
+	cmd := exec.Command("go", append(args, "-trimpath", "../cmd/fanguard")...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "building fanguard: %v\n", err)
@@ -442,16 +442,16 @@ func (d *daemon) stop() map[string]float64 {
 // them.
 func (d *daemon) counters() map[string]float64 {
 	d.t.Helper()
-	before := strings.Count(d.Log(), "\tstats\t")
+	before := strings.Count(d.Log(), "\tstats: ")
 	if err := d.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		d.t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if log := d.Log(); strings.Count(log, "\tstats\t") > before {
+		if log := d.Log(); strings.Count(log, "\tstats: ") > before {
 			lines := strings.Split(strings.TrimSpace(log), "\n")
 			for i := len(lines) - 1; i >= 0; i-- {
-				if strings.Contains(lines[i], "\tstats\t") {
+				if strings.Contains(lines[i], "\tstats: ") {
 					return fields(d.t, lines[i])
 				}
 			}

@@ -686,7 +686,7 @@ func TestHostileChangesMidScan(t *testing.T) {
 			// The marker last: cut short, the file scans fast.
 			content := strings.Repeat("a", 25_000) + "HOSTILE-SLOW-CLEAN"
 			writeFile(t, path, content, 0o644)
-			scanned := []string{"\tscanned\t", path, fmt.Sprintf(`"size": %d,`, len(content))}
+			scanned := []string{"\tscanned ", path, fmt.Sprintf(`"size": %d,`, len(content))}
 			opened := make(chan time.Duration, 1)
 			go func() {
 				took, err := hostileOpen(path)

@@ -1028,7 +1028,7 @@ func TestNoWayInEvasion(t *testing.T) {
 		}
 		return f, scratch, script
 	}
-	detectionLines := func() int { return strings.Count(d.Log(), "\tdetection\t") }
+	detectionLines := func() int { return strings.Count(d.Log(), "\tdetection: ") }
 	// evidence waits until the daemon logged and counted a detection since
 	// c (fresh), or counted a detection or a cached denial.
 	evidence := func(t *testing.T, c map[string]float64, lines int, fresh bool) {
@@ -1074,10 +1074,10 @@ func TestNoWayInEvasion(t *testing.T) {
 			}
 		})
 	}
-	d.waitLog(time.Second, "\tdetection\t", `"uid": 65534`)
+	d.waitLog(time.Second, "\tdetection: ", `"uid": 65534`)
 	var ofNobody int
 	for _, l := range strings.Split(d.Log(), "\n") {
-		if strings.Contains(l, "\tdetection\t") && strings.Contains(l, `"uid": 65534`) {
+		if strings.Contains(l, "\tdetection: ") && strings.Contains(l, `"uid": 65534`) {
 			ofNobody++
 		}
 	}

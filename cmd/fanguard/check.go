@@ -12,10 +12,6 @@ import (
 	"github.com/fanguard/fanguard/policy"
 )
 
-// exitConfig is the exit status of a configuration the daemon cannot start
-// with (sysexits.h EX_CONFIG); the unit does not restart on it.
-const exitConfig = 78
-
 // runCheck is `fanguard daemon --check`: it reads the configuration,
 // compiles the rules as the daemon would (with the compiled-rules cache,
 // without rolling a broken feed back), and lists the filesystems the

@@ -29,12 +29,18 @@ filesystem (protect.paths, or every local filesystem of protect.fs_types),
 tells systemd READY=1, and answers every open until SIGTERM or SIGINT.
 SIGHUP reloads the configuration and the rules, as fanguard reload does
 (what is in force stays if the new ones do not load); SIGUSR1 logs the
-counters. Logs go to standard error.
+counters. Logs go to the journal when standard error is the journal's
+stream, else to standard error ([log] format).
 
 With --check it only checks: it reads the configuration, compiles the
 rules, prints the mode, the rules and the filesystems the daemon would
 protect, and exits 0 if the daemon would start, 78 (EX_CONFIG) if not. It
-places no mark and needs no privilege beyond reading the files.`,
+places no mark and needs no privilege beyond reading the files.
+
+Exit status: 0 after SIGTERM or SIGINT; 78 (EX_CONFIG) when the
+configuration or the rules are wrong (an unknown key, a bad value, a
+missing --rules-dir, no rule at all): fix them, restarting will not help;
+2 on any other failure.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if check {
@@ -51,13 +57,13 @@ places no mark and needs no privilege beyond reading the files.`,
 func runDaemon(flags *configFlags, explicit bool) error {
 	cfg, err := flags.load(explicit)
 	if err != nil {
-		return err
+		return exitError{code: exitConfig, err: err}
 	}
 	level, err := zapcore.ParseLevel(cfg.Log.Level)
 	if err != nil {
 		return err
 	}
-	log, logDropped, closeLog, err := newLogger(zapcore.DebugLevel)
+	log, logDropped, closeLog, err := newLogger(zapcore.DebugLevel, cfg.Log.Format)
 	if err != nil {
 		return err
 	}
@@ -73,20 +79,23 @@ func runDaemon(flags *configFlags, explicit bool) error {
 
 	rules, err := loadRulesFallback(cfg, log)
 	if err != nil {
-		return err
+		// The rule directories are configuration; no rules at all too:
+		// the administrator must add or fix them. The error names the
+		// directories and the broken files.
+		return exitError{code: exitConfig, err: err}
 	}
 	for _, b := range rules.Broken {
-		log.Error("rule file left out", zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
+		log.Error("rule file left out: "+quotePath(b.Error()), zap.String("file", b.Path), zap.Int("line", b.Line), zap.String("error", b.Msg))
 	}
 	for _, m := range rules.Masked {
-		log.Info("rule file masked", zap.String("name", m))
+		log.Info("rule file masked: "+quotePath(m), zap.String("name", m))
 	}
 	if rules.CacheError != nil {
-		log.Warn("compiled-rules cache not used", zap.Error(rules.CacheError))
+		log.Warn("compiled-rules cache not used: "+rules.CacheError.Error(), zap.Error(rules.CacheError))
 	}
 	owners, err := daemon.LoadOwners("/etc/passwd")
 	if err != nil {
-		log.Warn("owner names unavailable, rules see numeric uids", zap.Error(err))
+		log.Warn("owner names unavailable, rules and logs see numeric uids: "+err.Error(), zap.Error(err))
 	}
 
 	// The quarantine log and vault, before any mark: opening them (and
@@ -94,7 +103,7 @@ func runDaemon(flags *configFlags, explicit bool) error {
 	// filesystems.
 	var recorder daemon.Recorder
 	if q, err := daemon.OpenQuarantine(context.Background(), cfg.Quarantine); err != nil {
-		log.Error("quarantine unavailable: detections are denied and logged, not recorded nor moved", zap.Error(err))
+		log.Error("quarantine unavailable: detections are denied and logged, not recorded nor moved: "+err.Error(), zap.Error(err))
 	} else {
 		defer q.Close()
 		recorder = q
@@ -137,7 +146,7 @@ func runDaemon(flags *configFlags, explicit bool) error {
 		}
 	}()
 	if err := d.Run(ctx); err != nil {
-		log.Error("daemon failed", zap.Error(err))
+		log.Error("daemon failed: "+err.Error(), zap.Error(err))
 		return err
 	}
 	return nil
@@ -145,20 +154,23 @@ func runDaemon(flags *configFlags, explicit bool) error {
 
 // newLogger logs natively to the journal when standard error is the
 // journal, with structured fields (journalctl MESSAGE_ID=... lists
-// detections); otherwise to standard error in zap's console format. Either
-// way through a bounded queue: logging never waits, drops are counted.
-func newLogger(level zapcore.Level) (log *zap.Logger, dropped func() uint64, closeLog func(), err error) {
+// detections); otherwise to standard error in the format of [log] format.
+// Either way through a bounded queue: logging never waits, drops are
+// counted.
+func newLogger(level zapcore.Level, format string) (log *zap.Logger, dropped func() uint64, closeLog func(), err error) {
+	enc, err := daemon.NewLogEncoder(format)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	if systemd.StderrIsJournal() {
 		core, err := systemd.NewJournalCore(systemd.JournalOptions{Level: level})
 		if err == nil {
 			return zap.New(core, zap.AddCaller()), core.Dropped, func() { core.Close() }, nil
 		}
-		fmt.Fprintf(os.Stderr, "fanguard: logging to standard error: %v\n", err)
+		fmt.Fprintf(os.Stderr, "<4>fanguard: logging to standard error: %v\n", err)
 	}
 	sink := daemon.NewLogSink(os.Stderr, 8192)
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	log = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(sink), level))
+	log = zap.New(zapcore.NewCore(enc, zapcore.AddSync(sink), level))
 	return log, sink.Dropped, func() { sink.Close() }, nil
 }
 
@@ -176,6 +188,6 @@ func (s sdNotifier) Stopping()          { s.check(s.n.Stopping()) }
 
 func (s sdNotifier) check(err error) {
 	if err != nil {
-		s.log.Warn("cannot notify systemd", zap.Error(err))
+		s.log.Warn("cannot notify systemd: "+err.Error(), zap.Error(err))
 	}
 }

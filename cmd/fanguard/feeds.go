@@ -352,11 +352,11 @@ func loadRulesFallback(cfg policy.Config, log *zap.Logger) (*scanner.Ruleset, er
 		}
 		st, rerr := feeds.FallBack(cfg.Update.Dir, name, why)
 		if rerr != nil {
-			log.Error("rule feed broken, and no version to fall back on", zap.String("feed", name), zap.String("problem", why), zap.Error(rerr))
+			log.Error(fmt.Sprintf("rule feed %s broken, and no version to fall back on: %s (%v)", name, why, rerr), zap.String("feed", name), zap.String("problem", why), zap.Error(rerr))
 			continue
 		}
 		rolled = true
-		log.Error("rule feed broken: rolled back to its previous version", zap.String("feed", name),
+		log.Error(fmt.Sprintf("rule feed broken: rolled back to its previous version: feed %s, now version %s: %s", name, st.Current.ID, why), zap.String("feed", name),
 			zap.String("problem", why), zap.String("version", st.Current.ID))
 	}
 	if !rolled {

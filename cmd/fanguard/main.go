@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/fanguard/fanguard/systemd"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -20,15 +22,32 @@ func main() {
 	if err == nil {
 		return
 	}
+	code := 2
 	var ee exitError
 	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintf(os.Stderr, "fanguard: %v\n", ee.err)
-		}
-		os.Exit(ee.code)
+		code, err = ee.code, ee.err
 	}
-	fmt.Fprintf(os.Stderr, "fanguard: %v\n", err)
-	os.Exit(2)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%sfanguard: %v\n", errPrefix(), err)
+	}
+	os.Exit(code)
+}
+
+// exitConfig is the exit status of `fanguard daemon` on a configuration
+// error (EX_CONFIG of sysexits.h): the unit's RestartPreventExitStatus=78
+// leaves the service failed instead of restarting it with the same
+// configuration for ever.
+const exitConfig = 78
+
+// errPrefix is what goes before an error message on standard error: the
+// syslog priority prefix "<3>" (err) when standard error is the journal's
+// stream, which reads it (SyslogLevelPrefix=yes, the default) so that
+// `journalctl -p err` shows the error; nothing on a terminal or a file.
+func errPrefix() string {
+	if systemd.StderrIsJournal() {
+		return "<3>"
+	}
+	return ""
 }
 
 // exitError ends the program with code, printing err if it is not nil.

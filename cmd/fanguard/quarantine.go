@@ -852,7 +852,17 @@ func showRecord(out io.Writer, r *quarantine.Record, ctx map[[2]int]matchContext
 	fmt.Fprintf(tw, "size\t%d bytes\n", r.Size)
 	fmt.Fprintf(tw, "file\tmode %s (%04o), owner %d:%d, mtime %s, device %d, inode %d\n", os.FileMode(r.Mode&0o777),
 		r.Mode&0o7777, r.UID, r.GID, r.Mtime.Local().Format("2006-01-02 15:04:05.000000000"), r.Dev, r.Ino)
-	fmt.Fprintf(tw, "process\tpid %d, uid %d, %s\n", r.PID, r.ProcUID, escape(r.Exe))
+	user := ""
+	if r.ProcUser != "" {
+		user = " " + quotePath(r.ProcUser)
+	}
+	fmt.Fprintf(tw, "process\tpid %d, uid %d%s, %s\n", r.PID, r.ProcUID, user, escape(r.Exe))
+	if r.Unit != "" {
+		fmt.Fprintf(tw, "unit\t%s\n", quotePath(r.Unit))
+	}
+	if r.Container != "" {
+		fmt.Fprintf(tw, "container\t%s\n", quotePath(r.Container))
+	}
 	cmdline := commandLine(r.Cmdline)
 	if r.CmdlineLen > int64(len(r.Cmdline)) {
 		cmdline += fmt.Sprintf(" ... (truncated: the first %s of %s bytes in all)", grouped(int64(len(r.Cmdline))), grouped(r.CmdlineLen))
@@ -976,6 +986,9 @@ type recordJSON struct {
 type processJSON struct {
 	PID        int32    `json:"pid"`
 	UID        uint32   `json:"uid"`
+	User       string   `json:"user,omitempty"`      // the name of uid when recorded
+	Unit       string   `json:"unit,omitempty"`      // its systemd unit, from its cgroup
+	Container  string   `json:"container,omitempty"` // its container's short id, from its cgroup
 	Exe        string   `json:"exe"`
 	ExeB64     []byte   `json:"exe_b64"`
 	Cmdline    []string `json:"cmdline"`
@@ -1025,7 +1038,8 @@ func toJSON(r *quarantine.Record, ctx map[[2]int]matchContext) recordJSON {
 		SHA256: r.SHA256, Size: r.Size, MatchesOmitted: r.MatchesOmitted,
 		Path: jsonText(r.Path), PathB64: nonNilBytes(r.Path), Dev: r.Dev, Ino: r.Ino, Mode: r.Mode, UID: r.UID, GID: r.GID,
 		Mtime: r.Mtime, RulesGeneration: r.RulesGeneration, VaultName: r.VaultName, Matches: []matchJSON{},
-		Process: processJSON{PID: r.PID, UID: r.ProcUID, Exe: jsonText(r.Exe), ExeB64: nonNilBytes(r.Exe),
+		Process: processJSON{PID: r.PID, UID: r.ProcUID, User: jsonText([]byte(r.ProcUser)), Unit: jsonText([]byte(r.Unit)),
+			Container: jsonText([]byte(r.Container)), Exe: jsonText(r.Exe), ExeB64: nonNilBytes(r.Exe),
 			Cmdline: []string{}, CmdlineB64: nonNilBytes(r.Cmdline),
 			CmdlineLen: r.CmdlineLen, CmdlineTruncated: r.CmdlineLen > int64(len(r.Cmdline))},
 	}
