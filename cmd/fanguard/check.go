@@ -53,8 +53,8 @@ func runCheck(flags *configFlags, explicit bool, out io.Writer) error {
 		if rs.FromCache {
 			how = "from the compiled-rules cache"
 		}
-		fmt.Fprintf(out, "rules: %d rules from %d files, generation %s, %s in %d ms\n",
-			rs.Count, len(rs.Files), rs.ShortGeneration(), how, rs.LoadTime.Milliseconds())
+		fmt.Fprintf(out, "rules: %s from %s, generation %s, %s in %d ms\n",
+			plural(rs.Count, "rule"), plural(len(rs.Files), "file"), rs.ShortGeneration(), how, rs.LoadTime.Milliseconds())
 	}
 
 	marked, err := wouldMark(cfg)
@@ -62,7 +62,7 @@ func runCheck(flags *configFlags, explicit bool, out io.Writer) error {
 		problems = append(problems, err)
 	}
 	if len(marked) > 0 {
-		fmt.Fprintf(out, "would protect %d filesystems:\n", len(marked))
+		fmt.Fprintf(out, "would protect %s:\n", plural(len(marked), "filesystem"))
 		tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  MOUNT\tTYPE\tSOURCE")
 		for _, m := range marked {
