@@ -64,6 +64,8 @@ var configKeys = []configKey{
 	// start; the purge would apply a new one, the moves not.
 	{"quarantine.max_bytes", false, func(c *Config) any { return c.Quarantine.MaxBytes }},
 	{"log.level", true, func(c *Config) any { return c.Log.Level }},
+	// The encoder is made once, with the logger, at the start.
+	{"log.format", false, func(c *Config) any { return c.Log.Format }},
 	// The listener is bound once, at the start.
 	{"metrics.listen", false, func(c *Config) any { return c.Metrics.Listen }},
 	// `fanguard rules update` reads these itself, at each run; the daemon
