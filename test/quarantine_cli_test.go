@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -290,6 +291,20 @@ func TestQuarantineCLIShow(t *testing.T) {
 	}
 	if len(j.History) != 1 || j.History[0].What != "quarantined" {
 		t.Errorf("show --json history: %+v", j.History)
+	}
+
+	// A record whose opener was gone before it was described.
+	gone := &quarantine.Record{Time: time.Now(), Action: quarantine.ActionDeny, SHA256: r.SHA256, Size: r.Size,
+		Path: []byte(filepath.Join(q.dir, "gone")), PID: 99, ProcUID: 0, RulesGeneration: "g1",
+		Matches: []quarantine.Match{{Rule: "EICAR_Test_File", Namespace: "eicar.yar", RuleFile: "/etc/fanguard/rules.d/eicar.yar"}}}
+	goneID, err := q.store.Add(context.Background(), gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = q.run("quarantine", "show", strconv.FormatInt(goneID, 10))
+	if code != 0 || !strings.Contains(out, "pid 99, uid 0, executable unknown (the process was gone") ||
+		!regexp.MustCompile(`(?m)^command line +unknown$`).MatchString(out) {
+		t.Errorf("show of a record without its process: exit %d, %s\n%s", code, errOut, out)
 	}
 
 	if code, _, errOut := q.run("quarantine", "show", "9999"); code != 1 || !strings.Contains(errOut, "not found") {

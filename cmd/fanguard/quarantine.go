@@ -856,7 +856,11 @@ func showRecord(out io.Writer, r *quarantine.Record, ctx map[[2]int]matchContext
 	if r.ProcUser != "" {
 		user = " " + quotePath(r.ProcUser)
 	}
-	fmt.Fprintf(tw, "process\tpid %d, uid %d%s, %s\n", r.PID, r.ProcUID, user, escape(r.Exe))
+	exe := escape(r.Exe)
+	if len(r.Exe) == 0 {
+		exe = "executable unknown (the process was gone, or its /proc not read in time)"
+	}
+	fmt.Fprintf(tw, "process\tpid %d, uid %d%s, %s\n", r.PID, r.ProcUID, user, exe)
 	if r.Unit != "" {
 		fmt.Fprintf(tw, "unit\t%s\n", quotePath(r.Unit))
 	}
@@ -866,6 +870,9 @@ func showRecord(out io.Writer, r *quarantine.Record, ctx map[[2]int]matchContext
 	cmdline := commandLine(r.Cmdline)
 	if r.CmdlineLen > int64(len(r.Cmdline)) {
 		cmdline += fmt.Sprintf(" ... (truncated: the first %s of %s bytes in all)", grouped(int64(len(r.Cmdline))), grouped(r.CmdlineLen))
+	}
+	if len(r.Cmdline) == 0 {
+		cmdline = "unknown"
 	}
 	fmt.Fprintf(tw, "command line\t%s\n", cmdline)
 	fmt.Fprintf(tw, "rules generation\t%s\n", r.RulesGeneration)
