@@ -126,15 +126,7 @@ func (d *Daemon) serveControl(ctx context.Context, ln net.Listener, reg promethe
 		IdleTimeout:       time.Minute,
 		ErrorLog:          zap.NewStdLog(d.log),
 	}
-	go func() {
-		<-ctx.Done()
-		shut, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(shut)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		d.log.Error("control socket failed: "+err.Error(), zap.Error(err))
-	}
+	d.serveUntil(ctx, srv, ln, "control socket")
 }
 
 // rootOnly refuses every request whose peer is not uid 0.
@@ -154,4 +146,19 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// serveUntil serves ln with srv until ctx is done, then shuts srv down
+// (waiting at most a second for requests in progress). what names the
+// server in the log when serving fails.
+func (d *Daemon) serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, what string) {
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		d.log.Error(what+" failed: "+err.Error(), zap.String("address", ln.Addr().String()), zap.Error(err))
+	}
 }

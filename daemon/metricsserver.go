@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -76,13 +75,5 @@ func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener, reg promethe
 		MaxHeaderBytes:    metricsMaxHeader,
 		ErrorLog:          errLog,
 	}
-	go func() {
-		<-ctx.Done()
-		shut, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(shut)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		d.log.Error("metrics listener failed", zap.String("address", ln.Addr().String()), zap.Error(err))
-	}
+	d.serveUntil(ctx, srv, ln, "metrics listener")
 }
