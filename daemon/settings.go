@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -103,11 +102,9 @@ func (d *Daemon) applyConfig(cfg policy.Config, ch ConfigReload) {
 	if len(ch.Applied) == 0 && len(ch.RestartNeeded) == 0 {
 		return
 	}
-	next := d.inForce
-	for _, c := range ch.Applied {
-		if err := copyKey(&next, &cfg, c.Key); err != nil {
-			d.log.Error("applying a configuration change", zap.Error(err)) // a bug: policy.Changes and copyKey disagree
-		}
+	next := policy.WithLive(d.inForce, cfg)
+	if d.logLevel == nil {
+		next.Log.Level = d.inForce.Log.Level // a restart applies it (see loadConfig)
 	}
 	old := d.live()
 	d.inForce = next
@@ -125,52 +122,9 @@ func (d *Daemon) applyConfig(cfg policy.Config, ch ConfigReload) {
 	}
 	d.refreshExeIDs()
 	for _, c := range ch.Applied {
-		d.log.Info("configuration changed", zap.String("key", c.Key), zap.String("old", c.Old), zap.String("new", c.New))
+		d.log.Info("configuration changed: "+printable(c.String()), zap.String("key", c.Key), zap.String("old", c.Old), zap.String("new", c.New))
 	}
 	for _, c := range ch.RestartNeeded {
-		d.log.Warn("configuration change needs a restart", zap.String("key", c.Key), zap.String("old", c.Old), zap.String("new", c.New))
+		d.log.Warn("configuration change needs a restart: "+printable(c.String()), zap.String("key", c.Key), zap.String("old", c.Old), zap.String("new", c.New))
 	}
-}
-
-// copyKey copies the value of a live key from src to dst.
-func copyKey(dst, src *policy.Config, key string) error {
-	switch key {
-	case "mode":
-		dst.Mode = src.Mode
-	case "budget":
-		dst.Budget = src.Budget
-	case "on_timeout":
-		dst.OnTimeout = src.OnTimeout
-	case "on_error":
-		dst.OnError = src.OnError
-	case "on_oversize":
-		dst.OnOversize = src.OnOversize
-	case "on_overload":
-		dst.OnOverload = src.OnOverload
-	case "max_file_size":
-		dst.MaxFileSize = src.MaxFileSize
-	case "protect.exclude_paths":
-		dst.Protect.ExcludePaths = src.Protect.ExcludePaths
-	case "protect.exclude_exe":
-		dst.Protect.ExcludeExe = src.Protect.ExcludeExe
-	case "protect.exclude_uids":
-		dst.Protect.ExcludeUIDs = src.Protect.ExcludeUIDs
-	case "quarantine.action":
-		dst.Quarantine.Action = src.Quarantine.Action
-	case "quarantine.max_age":
-		dst.Quarantine.MaxAge = src.Quarantine.MaxAge
-	case "log.level":
-		dst.Log.Level = src.Log.Level
-	case "update.canary_files":
-		dst.Update.CanaryFiles = src.Update.CanaryFiles
-	case "update.max_scan_cost":
-		dst.Update.MaxScanCost = src.Update.MaxScanCost
-	case "update.max_age":
-		dst.Update.MaxAge = src.Update.MaxAge
-	case "update.timeout":
-		dst.Update.Timeout = src.Update.Timeout
-	default:
-		return errors.New("no live key " + key)
-	}
-	return nil
 }

@@ -183,9 +183,9 @@ func keys(cs []policy.Change) []string {
 	return out
 }
 
-// TestCopyKeyCoversLiveKeys changes every live key at once in a real file:
+// TestApplyConfigCoversLiveKeys changes every live key at once in a real file:
 // after applyConfig, no live key differs any more.
-func TestCopyKeyCoversLiveKeys(t *testing.T) {
+func TestApplyConfigCoversLiveKeys(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fanguard.toml")
 	doc := `mode = "audit"
 budget = "2s"

@@ -106,6 +106,16 @@ func TestChangesCoversConfig(t *testing.T) {
 				if all[0].Old == all[0].New {
 					t.Errorf("%s: old and new read the same: %v", name, all[0])
 				}
+				// WithLive takes a live key's new value, and keeps the
+				// old value of a key that needs a restart.
+				want := old
+				if len(live) == 1 {
+					want = changed
+				}
+				if got := WithLive(old, changed); !reflect.DeepEqual(got, want) {
+					l2, r2 := Changes(want, got)
+					t.Errorf("WithLive for %s (live %v): differs from the expected configuration in %v %v", name, len(live) == 1, l2, r2)
+				}
 			})
 		}
 	}
