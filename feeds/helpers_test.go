@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/ulikunitz/xz"
+
+	"github.com/fanguard/fanguard/internal/testutil"
 )
 
 // member is one entry of an archive built by a test.
@@ -191,16 +193,30 @@ func sortedKeys(m map[string]string) []string {
 	return keys
 }
 
+// reversingLabsFiles returns the ReversingLabs set's yara directory and
+// its rule files, sorted. The set stands beside the repository (in CI
+// too); /work/shared is where development machines keep it. Without it t
+// skips, and fails under CI=true.
+func reversingLabsFiles(t testing.TB) (root string, paths []string) {
+	t.Helper()
+	for _, root = range []string{"../../shared/rules/reversinglabs/yara", "/work/shared/rules/reversinglabs/yara"} {
+		if paths, _ = filepath.Glob(filepath.Join(root, "*", "*.yara")); len(paths) > 0 {
+			slices.Sort(paths)
+			return root, paths
+		}
+	}
+	if testutil.InCI() {
+		t.Fatal("CI=true and the ReversingLabs rule set is not beside the repository (../../shared/rules/reversinglabs/yara)")
+	}
+	t.Skip("the ReversingLabs rule set is not beside the repository, nor in /work/shared")
+	return "", nil
+}
+
 // reversingLabs returns up to n rule files of the ReversingLabs set, by
-// path relative to its yara directory, or skips t when the set is absent.
+// path relative to its yara directory (see reversingLabsFiles).
 func reversingLabs(t testing.TB, n int) map[string]string {
 	t.Helper()
-	const root = "/work/shared/rules/reversinglabs/yara"
-	paths, _ := filepath.Glob(filepath.Join(root, "*", "*.yara"))
-	if len(paths) == 0 {
-		t.Skipf("the ReversingLabs rules are not at %s", root)
-	}
-	slices.Sort(paths)
+	root, paths := reversingLabsFiles(t)
 	// Take files from several categories: every len/n-th one.
 	step := max(1, len(paths)/n)
 	rules := map[string]string{}

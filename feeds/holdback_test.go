@@ -2,7 +2,6 @@ package feeds
 
 import (
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -38,10 +37,7 @@ func compileRules(t *testing.T, src string) []string {
 }
 
 func TestHoldBackReversingLabs(t *testing.T) {
-	files, _ := filepath.Glob("/work/shared/rules/reversinglabs/yara/*/*.yara")
-	if len(files) == 0 {
-		t.Skip("no ReversingLabs rules in /work/shared/rules/reversinglabs")
-	}
+	_, files := reversingLabsFiles(t)
 	var refused int
 	for _, file := range files {
 		src, err := os.ReadFile(file)
