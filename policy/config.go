@@ -3,11 +3,10 @@ package policy
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"math"
 	"net"
-	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -121,17 +120,6 @@ func Default() Config {
 	}
 }
 
-// Load reads the configuration file at path and parses it with Parse, using
-// path as the name in error messages. If the file does not exist, the error
-// wraps fs.ErrNotExist.
-func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("reading config: %w", err)
-	}
-	return Parse(data, path)
-}
-
 // Parse parses and validates a fanguard.toml document. name is the file
 // name used in error messages. Keys the document leaves out keep their
 // Default values; unknown keys are errors.
@@ -151,31 +139,79 @@ func Load(path string) (Config, error) {
 // per problem (errors.Join), one per line. On error the returned Config is
 // the zero value.
 func Parse(data []byte, name string) (Config, error) {
-	c := checker{file: name, data: data}
-	var raw rawConfig
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		// A StrictMissingError also unwraps to DecodeErrors: test it first.
-		var missing *toml.StrictMissingError
-		var derr *toml.DecodeError
-		switch {
-		case errors.As(err, &missing):
-			// The known keys were decoded: check them too.
-			for i := range missing.Errors {
-				c.unknownKey(&missing.Errors[i])
-			}
-		case errors.As(err, &derr):
-			return Config{}, c.decodeError(derr)
-		default:
-			return Config{}, fmt.Errorf("%s: decoding TOML: %w", name, err)
+	return parse([]*document{{file: name, data: data}})
+}
+
+// parse decodes docs, applies each over the ones before it (see Load), and
+// validates the result.
+func parse(docs []*document) (Config, error) {
+	c := checker{docs: docs, set: make(map[string]int)}
+	var merged rawConfig
+	decoded := true
+	for i := range docs {
+		var raw rawConfig
+		if !c.decode(i, &raw) {
+			decoded = false
+			continue
 		}
+		c.merge(reflect.ValueOf(&merged).Elem(), reflect.ValueOf(&raw).Elem(), "", i)
 	}
-	cfg := c.convert(&raw)
+	if !decoded {
+		return Config{}, c.err()
+	}
+	cfg := c.convert(&merged)
 	if len(c.errs) > 0 {
 		return Config{}, c.err()
 	}
 	return cfg, nil
+}
+
+// decode decodes document i into raw. Unknown keys are recorded and the
+// known ones decoded; an error that stops go-toml (a syntax error, a
+// duplicate key) is recorded and decode returns false.
+func (c *checker) decode(i int, raw *rawConfig) bool {
+	dec := toml.NewDecoder(bytes.NewReader(c.docs[i].data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(raw)
+	if err == nil {
+		return true
+	}
+	// A StrictMissingError also unwraps to DecodeErrors: test it first.
+	var missing *toml.StrictMissingError
+	var derr *toml.DecodeError
+	switch {
+	case errors.As(err, &missing):
+		// The known keys were decoded: check them too.
+		for j := range missing.Errors {
+			c.unknownKey(i, &missing.Errors[j])
+		}
+		return true
+	case errors.As(err, &derr):
+		c.errs = append(c.errs, c.decodeError(i, derr))
+	default:
+		c.errs = append(c.errs, &configError{file: c.docs[i].file, doc: i, msg: "decoding TOML: " + err.Error(), err: err})
+	}
+	return false
+}
+
+// merge sets each value that src (a rawConfig, or one of its tables at
+// the dotted prefix) holds into dst, and records in c.set that document
+// doc set it. A value replaces the earlier one whole: an array, and
+// feeds, are not appended to.
+func (c *checker) merge(dst, src reflect.Value, prefix string, doc int) {
+	t := src.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := prefix + f.Tag.Get("toml")
+		v := src.Field(i)
+		switch {
+		case f.Type.Kind() == reflect.Struct:
+			c.merge(dst.Field(i), v, key+".", doc)
+		case !v.IsNil():
+			dst.Field(i).Set(v)
+			c.set[key] = doc
+		}
+	}
 }
 
 // rawConfig is fanguard.toml as decoded, before validation. Its shape

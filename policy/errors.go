@@ -18,6 +18,7 @@ import (
 // configError is one problem in a configuration file.
 type configError struct {
 	file string
+	doc  int    // index of the file among the documents read: errors sort by it
 	line int    // 0: unknown
 	col  int    // 0: unknown
 	key  string // dotted key, or "" when msg names it or there is none
@@ -44,39 +45,67 @@ func (e *configError) Error() string {
 
 func (e *configError) Unwrap() error { return e.err }
 
-// checker collects the problems found in one configuration file.
-type checker struct {
+// document is one configuration file: the main file or a drop-in.
+type document struct {
 	file string
 	data []byte
 	pos  map[string]keyPos // where each key is set; built on first use
-	// alias maps a key as messages print it to its key in pos, where
-	// they differ: "feeds[2] (\"forge\").url" to "feeds[2].url".
+}
+
+// positions returns where each key is set in d.
+func (d *document) positions() map[string]keyPos {
+	if d.pos == nil {
+		d.pos = keyPositions(d.data)
+	}
+	return d.pos
+}
+
+// checker collects the problems found in the documents of one
+// configuration: the main file, then the drop-ins in the order applied.
+type checker struct {
+	docs []*document
+	// set maps each key of rawConfig set by a drop-in ("mode",
+	// "protect.paths", "feeds") to the index of the last document that
+	// set it; a key it lacks is placed in docs[0].
+	set map[string]int
+	// alias maps a key as messages print it to its key in positions,
+	// where they differ: "feeds[2] (\"forge\").url" to "feeds[2].url".
 	alias map[string]string
 	errs  []error
 }
 
-// err returns the problems found, in the order of the file, or nil.
+// err returns the problems found, in the order of the documents and of
+// the lines in each, or nil.
 func (c *checker) err() error {
-	// Errors without a line (none are expected) go last.
-	line := func(e error) int {
-		if ce, ok := e.(*configError); ok && ce.line > 0 {
-			return ce.line
+	// Errors without a line (none are expected) go last in their file.
+	order := func(e error) (doc, line int) {
+		ce, ok := e.(*configError)
+		if !ok {
+			return math.MaxInt, math.MaxInt
 		}
-		return math.MaxInt
+		if ce.line > 0 {
+			return ce.doc, ce.line
+		}
+		return ce.doc, math.MaxInt
 	}
-	slices.SortStableFunc(c.errs, func(a, b error) int { return cmp.Compare(line(a), line(b)) })
+	slices.SortStableFunc(c.errs, func(a, b error) int {
+		da, la := order(a)
+		db, lb := order(b)
+		return cmp.Or(cmp.Compare(da, db), cmp.Compare(la, lb))
+	})
 	return errors.Join(c.errs...)
 }
 
 // fail records msg about key; elem is the index of the offending array
 // element, or -1 for the whole value.
 func (c *checker) fail(key string, elem int, msg string) {
-	c.failLine(c.line(key, elem), key, msg)
+	doc, line := c.where(key, elem)
+	c.failAt(doc, line, key, msg)
 }
 
-// failLine records msg about key, found at line.
-func (c *checker) failLine(line int, key, msg string) {
-	c.errs = append(c.errs, &configError{file: c.file, line: line, key: key, msg: msg})
+// failAt records msg about key, found in document doc at line.
+func (c *checker) failAt(doc, line int, key, msg string) {
+	c.errs = append(c.errs, &configError{file: c.docs[doc].file, doc: doc, line: line, key: key, msg: msg})
 }
 
 // bad records that value v of key has a problem, and what the key allows.
@@ -84,23 +113,25 @@ func (c *checker) bad(key string, elem int, v any, problem, want string) {
 	c.fail(key, elem, describe(v)+" "+problem+" (want "+want+")")
 }
 
-// line returns the line where key (or its element elem) is set, or 0.
-func (c *checker) line(key string, elem int) int {
-	if c.pos == nil {
-		c.pos = keyPositions(c.data)
-	}
+// where returns the document that sets key (or its element elem) and the
+// line there, or 0 for the line if it is not known.
+func (c *checker) where(key string, elem int) (doc, line int) {
 	if k, ok := c.alias[key]; ok {
 		key = k
 	}
-	p := c.pos[key]
+	// The entries of [[feeds]] come from the document that set feeds.
+	top, _, _ := strings.Cut(key, "[")
+	doc = c.set[top]
+	p := c.docs[doc].positions()[key]
 	if elem >= 0 && elem < len(p.elems) && p.elems[elem] > 0 {
-		return p.elems[elem]
+		return doc, p.elems[elem]
 	}
-	return p.line
+	return doc, p.line
 }
 
-// unknownKey records a key or table that go-toml found no field for.
-func (c *checker) unknownKey(e *toml.DecodeError) {
+// unknownKey records a key or table that go-toml found no field for in
+// document doc.
+func (c *checker) unknownKey(doc int, e *toml.DecodeError) {
 	line, _ := e.Position()
 	key := e.Key()
 	what := "key"
@@ -116,12 +147,12 @@ func (c *checker) unknownKey(e *toml.DecodeError) {
 			msg += " (" + known + ")"
 		}
 	}
-	c.errs = append(c.errs, &configError{file: c.file, line: line, msg: msg, err: e})
+	c.errs = append(c.errs, &configError{file: c.docs[doc].file, doc: doc, line: line, msg: msg, err: e})
 }
 
 // decodeError converts an error that stopped go-toml: a syntax error, a
-// duplicate key, or a table given a value.
-func (c *checker) decodeError(e *toml.DecodeError) error {
+// duplicate key, or a table given a value, in document doc.
+func (c *checker) decodeError(doc int, e *toml.DecodeError) error {
 	line, col := e.Position()
 	key := strings.Join(e.Key(), ".")
 	msg := strings.TrimPrefix(e.Error(), "toml: ")
@@ -134,7 +165,7 @@ func (c *checker) decodeError(e *toml.DecodeError) error {
 	} else if key == "" || strings.Contains(msg, key) {
 		key = ""
 	}
-	return &configError{file: c.file, line: line, col: col, key: key, msg: msg, err: e}
+	return &configError{file: c.docs[doc].file, doc: doc, line: line, col: col, key: key, msg: msg, err: e}
 }
 
 // knownKeys describes the keys allowed in the table at path (nil: the top

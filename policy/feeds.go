@@ -82,20 +82,21 @@ func (c *checker) update(raw *rawUpdate, u *UpdateConfig) (dirOK bool) {
 }
 
 // feedsDirUnloaded records that update.dir, dir, is not one of rules.dirs.
-// The error is put on the line of update.dir, or, if the file leaves it
-// to its default, of rules.dirs or else of the first feed.
+// The error is put on the line of update.dir, or, if the files leave it
+// to its default, of rules.dirs or else of the first feed, in the file
+// that sets it (a drop-in may).
 func (c *checker) feedsDirUnloaded(dir string, isDefault bool) {
-	line := c.line("update.dir", -1)
+	doc, line := c.where("update.dir", -1)
 	for _, key := range []string{"rules.dirs", "feeds[1]"} {
 		if line == 0 {
-			line = c.line(key, -1)
+			doc, line = c.where(key, -1)
 		}
 	}
 	what := quote(dir)
 	if isDefault {
 		what += " (the default)"
 	}
-	c.failLine(line, "update.dir", what+" is not one of rules.dirs, so the feeds would never load: add it to rules.dirs, between the shipped and your directories (want "+wantUpdateDir+")")
+	c.failAt(doc, line, "update.dir", what+" is not one of rules.dirs, so the feeds would never load: add it to rules.dirs, between the shipped and your directories (want "+wantUpdateDir+")")
 }
 
 // feeds validates the [[feeds]] entries v and returns them, each with its
@@ -169,9 +170,9 @@ func (c *checker) feed(n int, m map[string]any) FeedConfig {
 	}
 	slices.Sort(unknown)
 	for _, k := range unknown {
-		line := c.line(key(k), -1)
+		doc, line := c.where(key(k), -1)
 		if line == 0 {
-			line = c.line(key(""), -1)
+			doc, line = c.where(key(""), -1)
 		}
 		msg := "unknown key " + quote(k)
 		if _, isTable := m[k].(map[string]any); isTable {
@@ -182,7 +183,7 @@ func (c *checker) feed(n int, m map[string]any) FeedConfig {
 		} else {
 			msg += " (" + knownKeys([]string{"feeds"}) + ")"
 		}
-		c.failLine(line, key(""), msg)
+		c.failAt(doc, line, key(""), msg)
 	}
 
 	f := FeedConfig{MaxSize: 256 << 20}

@@ -3,7 +3,8 @@
 // from scanning, and which verdict a scan result leads to.
 //
 // It must never touch the kernel or the file system beyond reading the
-// configuration file it is given: the daemon calls it on the event path.
+// configuration file it is given and the drop-ins beside it (Load): the
+// daemon calls it on the event path.
 package policy
 
 import "time"
@@ -43,8 +44,8 @@ const (
 	ActionQuarantine
 )
 
-// Config is the daemon's configuration, as read from fanguard.toml (see
-// configs/fanguard.toml for what each key means). The zero value is not
+// Config is the daemon's configuration, as read from fanguard.toml and its
+// drop-ins (see configs/fanguard.toml for what each key means). The zero value is not
 // valid; start from Default, or get one from Parse or Load, which return
 // only valid configurations.
 type Config struct {
