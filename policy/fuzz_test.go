@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -76,6 +77,42 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		checkValid(t, cfg)
+	})
+}
+
+// FuzzParseDropIn checks parse with a main file and one drop-in: it never
+// panics, every error names one of the two files, a configuration it
+// accepts is valid, and a drop-in that names no key changes nothing.
+func FuzzParseDropIn(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"mode = \"audit\"\n", "mode = \"enforce\"\n"},
+		{"[protect]\npaths = [\"/a\"]\n", "[protect]\npaths = [\"rel\"]\n"},
+		{"[[feeds]]\nname = \"a\"\nurl = \"/a\"\n", "[rules]\ndirs = [\"/r\"]\n"},
+		{"max_pending_per_uid = 100\n", "max_pending = 50\n"},
+		{"", "feeds = [{name = \"b\", url = \"https://h\"}, 1]\nlog = { level = \"x\" }\n"},
+		{"mode = ", "[log\n"},
+		{"", ""},
+	} {
+		f.Add([]byte(seed[0]), []byte(seed[1]))
+	}
+	f.Fuzz(func(t *testing.T, main, dropIn []byte) {
+		const mainName, dropInName = "main.toml", "main.toml.d/x.toml"
+		cfg, err := parse([]*document{{file: mainName, data: main}, {file: dropInName, data: dropIn}})
+		if err != nil {
+			for _, e := range splitErrors(err) {
+				if !strings.HasPrefix(e.Error(), mainName+":") && !strings.HasPrefix(e.Error(), dropInName+":") {
+					t.Errorf("error %q does not start with a file name", e)
+				}
+			}
+			return
+		}
+		checkValid(t, cfg)
+		if strings.TrimSpace(string(dropIn)) == "" {
+			alone, err := Parse(main, mainName)
+			if err != nil || !reflect.DeepEqual(alone, cfg) {
+				t.Errorf("an empty drop-in changed the configuration: %v", err)
+			}
+		}
 	})
 }
 
