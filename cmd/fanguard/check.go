@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/fanguard/fanguard/fan"
@@ -19,15 +19,11 @@ import (
 // places nothing. It opens no fanotify group. It returns an exitError of
 // exitConfig when the daemon would not start.
 func runCheck(flags *configFlags, explicit bool, out io.Writer) error {
-	cfg, err := flags.load(explicit)
+	cfg, src, err := flags.loadSources(explicit)
 	if err != nil {
 		return exitError{code: exitConfig, err: err}
 	}
-	name := flags.path
-	if _, serr := os.Stat(flags.path); errors.Is(serr, fs.ErrNotExist) {
-		name = "built-in defaults (" + flags.path + " is missing)"
-	}
-	fmt.Fprintf(out, "configuration %s: ok\n", name)
+	fmt.Fprintf(out, "configuration %s: ok\n", describeSources(flags.path, src))
 	fmt.Fprintf(out, "mode %s, budget %s, %d workers, on_timeout %s, on_error %s, on_overload %s\n",
 		cfg.Mode, cfg.Budget, cfg.Workers, cfg.OnTimeout, cfg.OnError, cfg.OnOverload)
 
@@ -77,6 +73,23 @@ func runCheck(flags *configFlags, explicit bool, out io.Writer) error {
 	}
 	fmt.Fprintln(out, "the daemon would start")
 	return nil
+}
+
+// describeSources names the files a configuration was read from, for
+// path: "/etc/fanguard/fanguard.toml and 2 drop-ins (a.toml, b.toml)".
+func describeSources(path string, src policy.Sources) string {
+	s := src.Main
+	if s == "" {
+		s = "built-in defaults (" + path + " is missing)"
+	}
+	if len(src.DropIns) > 0 {
+		names := make([]string, len(src.DropIns))
+		for i, p := range src.DropIns {
+			names[i] = filepath.Base(p)
+		}
+		s += " and " + plural(len(names), "drop-in") + " (" + strings.Join(names, ", ") + ")"
+	}
+	return s
 }
 
 // wouldMark returns the filesystems the daemon would mark now, in its

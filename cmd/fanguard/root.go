@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -21,7 +19,8 @@ func newRootCommand() *cobra.Command {
 		Long: `fanguard holds every open of a file on the protected filesystems, scans the
 file with YARA rules, and answers allow or deny within a time budget.
 
-Configuration: ` + defaultConfigPath + ` (see --config); rules: *.yar files in
+Configuration: ` + defaultConfigPath + ` and the drop-ins in
+` + defaultConfigPath + `.d/*.toml (see --config); rules: *.yar files in
 /usr/lib/fanguard/rules.d and /etc/fanguard/rules.d (a file in /etc replaces
 the shipped one of the same name; an empty file or a symlink to /dev/null
 masks it).
@@ -57,24 +56,28 @@ type configFlags struct {
 }
 
 func (f *configFlags) register(fs *pflag.FlagSet) {
-	fs.StringVarP(&f.path, "config", "c", defaultConfigPath, "configuration file (TOML); a missing default file means built-in defaults")
+	fs.StringVarP(&f.path, "config", "c", defaultConfigPath, "configuration file (TOML), with the drop-ins in FILE.d/*.toml over it; a missing default file means built-in defaults")
 	fs.StringArrayVar(&f.rulesDir, "rules-dir", nil, "rule directory, instead of [rules] dirs of the configuration (repeatable, in order)")
 }
 
 // load reads the configuration. The default file may be missing (built-in
-// defaults apply); a file named with --config must exist.
+// defaults apply); a file named with --config must exist. The drop-ins in
+// its directory "<file>.d" apply either way.
 func (f *configFlags) load(explicit bool) (policy.Config, error) {
-	cfg, err := policy.Load(f.path)
-	if errors.Is(err, fs.ErrNotExist) && !explicit {
-		cfg, err = policy.Default(), nil
-	}
+	cfg, _, err := f.loadSources(explicit)
+	return cfg, err
+}
+
+// loadSources is load, and it also returns the files it read.
+func (f *configFlags) loadSources(explicit bool) (policy.Config, policy.Sources, error) {
+	cfg, src, err := policy.LoadWith(f.path, policy.LoadOptions{MissingOK: !explicit})
 	if err != nil {
-		return cfg, err
+		return cfg, src, err
 	}
 	if len(f.rulesDir) > 0 {
 		cfg.Rules.Dirs = f.rulesDir
 	}
-	return cfg, nil
+	return cfg, src, nil
 }
 
 func loadRules(cfg policy.Config) (*scanner.Ruleset, error) {
