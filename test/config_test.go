@@ -34,6 +34,7 @@ func TestDaemonCheck(t *testing.T) {
 	tests := []struct {
 		name     string
 		toml     string
+		dropIn   string // content of fanguard.toml.d/50-local.toml; "": none
 		wantCode int
 		want     []string // regular expressions the output matches
 	}{
@@ -46,6 +47,10 @@ func TestDaemonCheck(t *testing.T) {
 			want: []string{`from the compiled-rules cache`, `the daemon would start`}},
 		{name: "bad key", toml: config("mode = 1\nbudget = \"1h\"", shipped, fmt.Sprintf("%q", dir)), wantCode: 78,
 			want: []string{`fanguard.toml:1: mode: 1 is not allowed`, `fanguard.toml:2: budget: "1h" is out of range`}},
+		{name: "drop-in", toml: config(`mode = "enforce"`, shipped, fmt.Sprintf("%q", dir)), dropIn: "# local\nmode = \"audit\"\n", wantCode: 0,
+			want: []string{`configuration .*fanguard.toml and 1 drop-in \(50-local.toml\): ok`, `mode audit, budget 5s`, `the daemon would start`}},
+		{name: "bad drop-in", toml: config("", shipped, fmt.Sprintf("%q", dir)), dropIn: "# local\nmode = \"enforcee\"\n", wantCode: 78,
+			want: []string{`fanguard.toml.d/50-local.toml:2: mode: "enforcee" is not allowed`}},
 		{name: "no rules", toml: config("", empty, fmt.Sprintf("%q", dir)), wantCode: 78,
 			want: []string{`would protect 1 filesystem:`, `the daemon would not start: loading rules: .*no rules loaded`}},
 		{name: "protect path missing", toml: config("", shipped, fmt.Sprintf("%q", filepath.Join(work, "nowhere"))), wantCode: 78,
@@ -55,6 +60,11 @@ func TestDaemonCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(work, "fanguard.toml")
 			writeFile(t, path, tt.toml, 0o644)
+			os.RemoveAll(path + ".d")
+			if tt.dropIn != "" {
+				os.Mkdir(path+".d", 0o755)
+				writeFile(t, filepath.Join(path+".d", "50-local.toml"), tt.dropIn, 0o644)
+			}
 			out, code := fanguard(t, "daemon", "--check", "--config", path)
 			if code != tt.wantCode {
 				t.Errorf("exit %d, want %d; output:\n%s", code, tt.wantCode, out)

@@ -367,3 +367,48 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	d.stop()
 }
+
+// TestReloadDropIn: a reload reads the drop-ins in fanguard.toml.d again.
+// A new drop-in with mode = "audit" takes effect; a broken one is refused
+// with its own file and line, and changes nothing; removing it returns to
+// the main file's enforce.
+func TestReloadDropIn(t *testing.T) {
+	d := startDaemon(t, options{})
+	dir := d.Config + ".d"
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dropIn := filepath.Join(dir, "50-audit.toml")
+	eicarAt := func(n int) string {
+		p := filepath.Join(d.Dir, fmt.Sprintf("eicar-dropin%d.com", n))
+		writeFile(t, p, eicar, 0o644)
+		return p
+	}
+	reload := func() (string, int) { return fanguard(t, "reload", "--socket", d.Control) }
+
+	writeFile(t, dropIn, "mode = \"audit\"\n", 0o644)
+	if out, code := reload(); code != 0 || !strings.Contains(out, `configuration changed: mode ("enforce" → "audit")`) {
+		t.Errorf("reload with the drop-in: exit %d, want 0 with the mode change:\n%s", code, out)
+	}
+	if _, err := os.ReadFile(eicarAt(1)); err != nil {
+		t.Errorf("audit from the drop-in: EICAR: %v, want it opened", err)
+	}
+
+	writeFile(t, dropIn, "# broken\nmode = \"enforcee\"\n", 0o644)
+	if out, code := reload(); code != 1 || !strings.Contains(out, dropIn+`:2: mode: "enforcee" is not allowed`) {
+		t.Errorf("broken drop-in: exit %d, want 1 with its file:line error:\n%s", code, out)
+	}
+	if _, err := os.ReadFile(eicarAt(2)); err != nil {
+		t.Errorf("after a refused reload: EICAR: %v, want it opened (audit stays)", err)
+	}
+
+	if err := os.Remove(dropIn); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := reload(); code != 0 || !strings.Contains(out, `mode ("audit" → "enforce")`) {
+		t.Errorf("reload without the drop-in: exit %d, want 0 with the mode change:\n%s", code, out)
+	}
+	if !deniedWithin(t, eicarAt(3), 5*time.Second) {
+		t.Error("enforce again without the drop-in: EICAR not denied")
+	}
+}
