@@ -100,6 +100,7 @@ func Config(toml []byte, o ConfigOptions) []byte {
 	}
 	flush()
 	b.WriteString(".SH FILES\n.TP\n" + escape(o.Path) + "\nthe configuration file, read at start, by\n.BR \"fanguard daemon \\-\\-check\" ,\nand at each reload.\n")
+	b.WriteString(".TP\n" + escape(o.Path+".d/*.toml") + "\nthe drop-ins, read after it in the order of their names, each over the files before it.\n")
 	b.WriteString(".SH SEE ALSO\n.BR fanguard (8)\n")
 	return b.Bytes()
 }
