@@ -89,7 +89,9 @@ GO=$GO packaging/copyright.sh "$out/fanguard" > "$stage/doc/copyright"
 
 # Depends: the C library at least as new as the one built against.
 LIBC_VERSION=$(dpkg-query -W -f '${Version}' libc6 | sed 's/-[^-]*$//')
-export LIBC_VERSION
+# Requires (rpm): the newest glibc symbol version the binary uses.
+RPM_GLIBC=$(readelf --dyn-syms -W "$out/fanguard" | grep -o '@GLIBC_[0-9.]*' | sed 's/^@//' | sort -uV | tail -n 1)
+export LIBC_VERSION RPM_GLIBC
 
 nfpm="$GO run github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION"
 for p in deb rpm; do
