@@ -9,6 +9,10 @@
 #   make install install the binary, the default config and rules, the systemd unit,
 #                the manual pages and the completions
 #   make uninstall remove the binary, the unit and the shipped rules (keeps /etc, /var/lib)
+#   make package build/pkg/fanguard_<version>_amd64.deb and fanguard-<version>-1.x86_64.rpm
+#                (nfpm; PKG_VERSION=1.2.3 to set the version), then lintian on the
+#                .deb when lintian is installed
+#   make package-lint  lintian --fail-on error on the .deb built by make package
 #   make bench   build, then test/bench/bench.sh: on-access cost vs no daemon and vs yara,
 #                writes BENCHMARKS.md; needs root; BENCHFLAGS="-n 2000 -k 5" to change it
 
@@ -23,7 +27,7 @@ BENCHFLAGS ?=
 
 export CGO_ENABLED := 1
 
-.PHONY: all deps build man run test vet staticcheck promrules fuzz install uninstall bench clean
+.PHONY: all deps build man run test vet staticcheck promrules fuzz install uninstall package package-lint bench clean
 
 all: build
 
@@ -130,6 +134,17 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then \
 		systemctl daemon-reload; \
 	fi
+
+# package: the .deb and the .rpm in build/pkg/ (packaging/build.sh: the
+# hardened binary, the packaged configuration in audit mode, copyright and
+# changelog, then nfpm), and lintian on the .deb when it is installed.
+package: man
+	GO="$(GO)" packaging/build.sh
+	@if command -v lintian >/dev/null; then $(MAKE) --no-print-directory package-lint; \
+	else echo "lintian not installed: the .deb was not checked (apt-get install lintian)"; fi
+
+package-lint:
+	lintian --fail-on error --display-info build/pkg/fanguard_*.deb
 
 bench: build
 	./test/bench/bench.sh -b bin/fanguard $(BENCHFLAGS)
